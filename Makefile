@@ -22,7 +22,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/shark-hf demo --out demo_output
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check .
 
 lint: $(STAMP)
