@@ -13,9 +13,9 @@ training_curves.png                          train loss and validation P@10 per 
 checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders (+ trainer_state.json)
 ```
 
-The same code runs single-process (`python training/train.py ...`) and distributed
-(`accelerate launch training/train.py ...`); evaluation gathers with `gather_for_metrics`, so a
-distributed evaluation sees each sample exactly once.
+The same code runs single-process (`python training/train.py ...` or `python -m shark_hf.training ...`) and
+distributed (`accelerate launch training/train.py ...` or `accelerate launch -m shark_hf.training ...`);
+evaluation gathers with `gather_for_metrics`, so a distributed evaluation sees each sample exactly once.
 """
 
 from __future__ import annotations
@@ -399,3 +399,16 @@ def _log_cohort(cohort: DatasetDict, model, accelerator: Accelerator) -> None:
     sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
     params = sum(p.numel() for p in model.parameters())
     logger.info("Cohort: %s samples; model: %d parameters; %d process(es)", sizes, params, accelerator.num_processes)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse `--flags` into `TrainingArguments` and train (the entry point of `training/train.py`)."""
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    return train(args)
+
+
+if __name__ == "__main__":
+    main()
