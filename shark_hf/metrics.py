@@ -11,14 +11,15 @@ Definitions (pinned; they match the public TRANS / BoxLM evaluation code the pap
 
 Conventions shared by every function:
 
-- ``scores``: ``[N, C]`` real numbers, higher = more likely. Ranking metrics and AUC are the same for logits and
-  probabilities; F1 thresholds the scores *as given* (the default ``threshold=0.5`` is meant for probabilities,
-  pass ``threshold=0.0`` for logits). NaN scores are an error; ``±inf`` is allowed.
+- ``scores``: ``[N, C]`` real numbers, higher = more likely. Ranking metrics and AUC are the same for
+  logits and probabilities; F1 thresholds the scores *as given* (the default ``threshold=0.5`` is meant for
+  probabilities, pass ``threshold=0.0`` for logits). NaN scores are an error; ``±inf`` is allowed.
 - ``labels``: ``[N, C]`` multi-hot, bool or int/float holding only 0 and 1.
-- Both may be numpy arrays, torch tensors (any device; detached, never part of the autograd graph) or nested lists.
-- Samples whose label set is empty are excluded from every metric (their P@k and R@k are undefined) and counted:
-  ``compute_metrics`` returns ``num_samples`` (evaluated) and ``num_excluded_empty``. If every sample is empty
-  there is nothing to evaluate and a ``ValueError`` is raised.
+- Both may be numpy arrays, torch tensors (any device; detached, never part of the autograd graph) or
+  nested lists.
+- Samples whose label set is empty are excluded from every metric (their P@k and R@k are undefined) and
+  counted: ``compute_metrics`` returns ``num_samples`` (evaluated) and ``num_excluded_empty``. If every
+  sample is empty there is nothing to evaluate and a ``ValueError`` is raised.
 - Top-k is deterministic: labels are ordered by descending score with a stable sort, so ties go to the lower
   column index, i.e. the first ``k`` columns of ``np.argsort(-scores, axis=1, kind="stable")``. When ``k > C``
   the top-k is all ``C`` labels (so ``P@k = R@k = Acc@k = 1``).
@@ -55,7 +56,9 @@ def _validate(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D [N, C], got shape {scores.shape}")
     if scores.shape != labels.shape:
-        raise ValueError(f"scores shape {scores.shape} and labels shape {labels.shape} differ; both must be [N, C]")
+        raise ValueError(
+            f"scores shape {scores.shape} and labels shape {labels.shape} differ; both must be [N, C]"
+        )
     if scores.shape[0] == 0:
         raise ValueError(f"no samples to evaluate: scores has shape {scores.shape}")
     if scores.dtype.kind not in "biuf":
@@ -65,7 +68,9 @@ def _validate(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     nan = np.isnan(scores)
     if nan.any():
         row, col = np.argwhere(nan)[0]
-        raise ValueError(f"scores contain {int(nan.sum())} NaN value(s), the first at row {row}, column {col}")
+        raise ValueError(
+            f"scores contain {int(nan.sum())} NaN value(s), the first at row {row}, column {col}"
+        )
     if labels.dtype != np.bool_:
         if labels.dtype.kind not in "iuf":
             raise ValueError(f"labels must be multi-hot 0/1 (bool, int or float), got dtype {labels.dtype}")
@@ -73,7 +78,7 @@ def _validate(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise ValueError(
-                f"labels must be multi-hot 0/1; found {labels[row, col]!r} at row {row}, column {col}"
+                f"labels must be multi-hot 0/1; found {labels[row, col].item()!r} at row {row}, column {col}"
             )
         labels = labels.astype(bool)
     return scores, labels
@@ -110,9 +115,9 @@ def _check_ks(ks: int | Iterable[int]) -> tuple[int, ...]:
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices ``[N, min(k, C)]`` of the highest scores per row, best first.
 
-    Equal to ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties go to the lower column index), computed
-    with an ``argpartition`` and a sort of the ``k`` candidates only; rows whose k-th score is tied with a score
-    outside the candidates fall back to the full stable sort.
+    Equal to ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties go to the lower column index),
+    computed with an ``argpartition`` and a sort of the ``k`` candidates only; rows whose k-th score is tied
+    with a score outside the candidates fall back to the full stable sort.
     """
     num_rows, num_cols = scores.shape
     k = min(_check_k(k), num_cols)
@@ -171,10 +176,11 @@ def accuracy_at_k(scores: Any, labels: Any, k: int) -> float:
 
 
 def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """ROC AUC of one score vector ``[n]``: ``P(s_pos > s_neg) + P(s_pos == s_neg) / 2``; None without both classes.
+    """ROC AUC of one score vector ``[n]``: ``P(s_pos > s_neg) + P(s_pos == s_neg) / 2``.
 
-    This is the Mann-Whitney ``U / (n_pos * n_neg)``, identical to the average-rank formula, computed by counting
-    for each positive the negatives below it (and half of those equal to it) with a binary search.
+    This is the Mann-Whitney ``U / (n_pos * n_neg)``, identical to the average-rank formula, computed by
+    counting for each positive the negatives below it (and half of those equal to it) with a binary search.
+    None when ``positive`` lacks one of the two classes.
     """
     negatives = np.sort(scores[~positive])
     pos = scores[positive]
@@ -208,20 +214,24 @@ def micro_auc(scores: Any, labels: Any) -> float:
     """
     auc = _micro_auc(*_prepare(scores, labels)[:2])
     if auc is None:
-        raise ValueError("micro AUC is undefined: every (sample, label) cell is positive, there are no negatives")
+        raise ValueError(
+            "micro AUC is undefined: every (sample, label) cell is positive, there are no negatives"
+        )
     return auc
 
 
 def macro_auc(scores: Any, labels: Any) -> float:
     """Mean of per-label ROC AUCs over the labels that have both positive and negative samples.
 
-    Labels lacking one class are skipped (``compute_metrics`` reports how many as ``macro_auc_labels_skipped``).
-    Samples with an empty label set are excluded. Raises ``ValueError`` when no label has both classes.
+    Labels lacking one class are skipped (``compute_metrics`` reports how many as
+    ``macro_auc_labels_skipped``). Samples with an empty label set are excluded. Raises ``ValueError`` when no label has both classes.
     """
     scores, labels, _ = _prepare(scores, labels)
     auc, skipped = _macro_auc(scores, labels)
     if auc is None:
-        raise ValueError(f"macro AUC is undefined: none of the {skipped} labels has both positives and negatives")
+        raise ValueError(
+            f"macro AUC is undefined: none of the {skipped} labels has both positives and negatives"
+        )
     return auc
 
 
@@ -244,7 +254,7 @@ def _micro_f1(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float
 
 
 def _macro_f1(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, int]:
-    """Mean per-label F1 over labels that are true or predicted somewhere, and how many labels were skipped."""
+    """Mean per-label F1 over labels that are true or predicted somewhere, and how many were skipped."""
     tp, fp, fn = _f1_counts(scores, labels, threshold)
     denominator = 2 * tp + fp + fn
     defined = denominator > 0  # at least one positive label exists, so at least one label is defined
@@ -252,7 +262,7 @@ def _macro_f1(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple
 
 
 def micro_f1(scores: Any, labels: Any, threshold: float = 0.5) -> float:
-    """F1 of the decisions ``scores >= threshold`` pooled over all ``(sample, label)`` cells: ``2TP / (2TP+FP+FN)``.
+    """F1 of ``scores >= threshold`` pooled over all ``(sample, label)`` cells: ``2TP / (2TP + FP + FN)``.
 
     The threshold applies to ``scores`` as given: 0.5 for probabilities, 0.0 for logits. Samples with an empty
     label set are excluded.
@@ -281,7 +291,8 @@ def compute_metrics(
         scores: ``[N, C]`` float scores (logits or probabilities), numpy or torch.
         labels: ``[N, C]`` multi-hot 0/1, numpy or torch.
         ks: the k of P@k / R@k / Acc@k (one top-``max(ks)`` selection serves them all).
-        threshold: decision threshold for F1, applied to ``scores`` as given (0.5 for probabilities, 0.0 for logits).
+        threshold: decision threshold for F1, applied to ``scores`` as given (0.5 for probabilities, 0.0 for
+            logits).
 
     Returns:
         ``{"P@k", "R@k", "Acc@k"}`` for each k, then ``micro_auc``, ``macro_auc`` (None when undefined),

@@ -37,9 +37,11 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import chain, repeat
+from operator import itemgetter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,9 @@ from safetensors.torch import load_file, save_file
 from transformers import BatchEncoding
 
 from shark_hf.cards import render_card
-from shark_hf.codes import ancestors, describe, label_names, normalize_code, to_label
-from shark_hf.embeddings import CodeEmbeddings, embed_codes
+from shark_hf.codes import ancestors, describe, normalize_code, to_label
+from shark_hf.codes import label_names as code_label_names
+from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, embed_codes
 from shark_hf.rkmeans import ResidualKMeans
 
 logger = logging.getLogger(__name__)
@@ -64,11 +67,14 @@ CARD_TAG = "shark-tokenizer"
 FORMAT_VERSION = 1
 KINDS = ("semantic", "random", "index")
 UNKNOWN_POLICIES = ("error", "skip", "embed")
+SETTING_KEYS = ("seed", "rkmeans", "level_errors", "codebook_usage", "embedding_normalized")
 
 # format_version -> step turning a (config, tensors) pair of that version into the next version's layout.
 # Version 1 is the first published layout, so no step exists yet. A later layout change bumps
 # FORMAT_VERSION and registers its step here, so folders written by older releases keep loading.
-Migration = Callable[[dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor]]]
+Migration = Callable[
+    [dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor]]
+]
 MIGRATIONS: dict[int, Migration] = {}
 
 
@@ -123,7 +129,11 @@ class SharkTokenizer(
         self.embedding_text = embedding_text
         self.deduplicated = bool(deduplicated)
         self.settings = dict(settings or {})
-        self._codebooks = None if codebooks is None else codebooks.detach().to("cpu", torch.float32).contiguous()
+        if set(self.settings) - set(SETTING_KEYS):
+            raise ValueError(f"settings keys must be among {SETTING_KEYS}, got {sorted(self.settings)}")
+        self._codebooks = (
+            None if codebooks is None else codebooks.detach().to("cpu", torch.float32).contiguous()
+        )
         self._set_table(list(codes), ids)
         self._embedded: dict[str, tuple[int, ...]] = {}  # memo of codes embedded on the fly by __call__
 
@@ -160,23 +170,30 @@ class SharkTokenizer(
             )
         rkmeans = ResidualKMeans(
             num_levels=num_levels, codebook_size=codebook_size, seed=seed, **rkmeans_kwargs
-        ).fit(vectors)
-        codebooks = rkmeans.codebooks.detach().cpu()
-        ids = rkmeans.encode(vectors).cpu()
+        )
+        ids = rkmeans.fit_encode(vectors).cpu()
         if deduplicate:
             ids = torch.cat([ids, _collision_index(ids, codebook_size, codes)[:, None]], dim=1)
         settings = {
             "seed": seed,
-            "rkmeans": {key: _jsonable(value) for key, value in rkmeans_kwargs.items() if key != "device"},
+            "rkmeans": {
+                "n_init": rkmeans.n_init,
+                "max_iter": rkmeans.max_iter,
+                "tol": rkmeans.tol,
+                "n_local_trials": rkmeans.n_local_trials,
+                "num_iter": list(rkmeans.num_iter),
+            },
             "level_errors": [float(error) for error in rkmeans.level_errors],
             "codebook_usage": [int(usage) for usage in rkmeans.codebook_usage],
+            # Unseen codes embedded later must be normalised the same way (embed_codes(normalize=...)).
+            "embedding_normalized": bool(torch.allclose(vectors.norm(dim=1), torch.ones(()), atol=1e-4)),
         }
         return cls(
             codes,
             ids,
             kind="semantic",
             codebook_size=codebook_size,
-            codebooks=codebooks,
+            codebooks=rkmeans.codebooks.detach().cpu(),
             embedding_model=embeddings.model_id,
             embedding_text=embeddings.text,
             deduplicated=deduplicate,
@@ -194,9 +211,13 @@ class SharkTokenizer(
         """
         codes = _canonical_codes(codes, "codes")
         if num_levels < 1 or codebook_size < 1:
-            raise ValueError(f"num_levels and codebook_size must be >= 1, got {num_levels} and {codebook_size}")
+            raise ValueError(
+                f"num_levels and codebook_size must be >= 1, got {num_levels} and {codebook_size}"
+            )
         generator = torch.Generator().manual_seed(seed)
-        ids = torch.randint(0, codebook_size, (len(codes), num_levels), generator=generator, dtype=torch.int64)
+        ids = torch.randint(
+            0, codebook_size, (len(codes), num_levels), generator=generator, dtype=torch.int64
+        )
         return cls(codes, ids, kind="random", codebook_size=codebook_size, settings={"seed": seed})
 
     @classmethod
@@ -237,6 +258,7 @@ class SharkTokenizer(
         self._codes = codes
         self._ids = ids.detach().to("cpu").contiguous()
         self._ids_np = self._ids.numpy()
+        self._ids_padded = np.concatenate([np.zeros((1, ids.shape[1]), dtype=np.int64), self._ids_np])
         self._row = {code: row for row, code in enumerate(codes)}
         self.fingerprint = self._fingerprint(with_table=True)
 
@@ -351,32 +373,39 @@ class SharkTokenizer(
             raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
         if policy == "embed" and not self._can_embed():
             raise ValueError(
-                f"unknown='embed' needs a semantic tokenizer with a known embedding model; this one has kind "
-                f"{self.kind!r} and embedding_model {self.embedding_model!r}"
+                f"unknown='embed' needs a semantic tokenizer with a known embedding model and text strategy; "
+                f"this one has kind {self.kind!r}, embedding_model {self.embedding_model!r} and embedding_text "
+                f"{self.embedding_text!r}"
             )
         if max_visits is not None and max_visits < 1:
             raise ValueError(f"max_visits must be >= 1 or None, got {max_visits}")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
-        visits_per_patient, codes_per_visit = _batch_lengths(patients)
-
-        get = self._row.get
-        flat = [code for patient in patients for visit in patient for code in visit]
-        rows = np.fromiter((get(code, -1) for code in flat), dtype=np.int64, count=len(flat))
-        table = self._ids_np
-        missing = np.flatnonzero(rows < 0)
-        if len(missing):
-            rows, table = self._resolve_unknown(flat, rows, missing, policy)
-        return self._pack(rows, table, visits_per_patient, codes_per_visit, max_visits, return_tensors)
+        if isinstance(patients, str) or not len(patients):
+            raise ValueError("patients must be a non-empty list of patients (lists of visits, lists of codes)")
+        visits = list(chain.from_iterable(patients))
+        flat = list(chain.from_iterable(visits))
+        visits_per_patient = np.fromiter(map(len, patients), dtype=np.int64, count=len(patients))
+        codes_per_visit = np.fromiter(map(len, visits), dtype=np.int64, count=len(visits))
+        table = self._ids_padded
+        try:  # fast path: every code is a canonical key of the table (one C-level lookup pass)
+            rows = np.fromiter(itemgetter(*flat)(self._row), dtype=np.int64) if len(flat) > 1 else None
+            rows = np.array([self._row[code] for code in flat], dtype=np.int64) if rows is None else rows
+        except (KeyError, TypeError):  # other spellings, unknown codes, or input nested the wrong way
+            _check_nesting(patients, flat)
+            rows = np.fromiter(map(self._row.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+            rows, table = self._resolve_unknown(flat, rows, policy)
+        return self._pack(rows + 1, table, visits_per_patient, codes_per_visit, max_visits, return_tensors)
 
     def _resolve_unknown(
-        self, flat: list[str], rows: np.ndarray, missing: np.ndarray, policy: str
+        self, flat: list[str], rows: np.ndarray, policy: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Fill `rows` for codes the fast lookup missed: other spellings, then the unknown policy.
+        """Fill `rows` (-1 where the table lookup missed) for other spellings, then apply the unknown policy.
 
-        Returns the rows (-1 = drop the code) and the ID table they index (the stored table, extended with
-        the tuples of on-the-fly embedded codes for policy "embed").
+        Returns the rows (-1 = drop the code) and the padded ID table `[1 + n, L]` they index (row 0 is the
+        padding; with policy "embed" the tuples of on-the-fly embedded codes are appended).
         """
+        missing = np.flatnonzero(rows < 0)
         canonical: dict[str, str] = {}
         invalid: dict[str, str] = {}
         for raw in {flat[i] for i in missing}:
@@ -389,7 +418,7 @@ class SharkTokenizer(
             raise KeyError(_unknown_message(unknown, invalid))
         if policy == "embed" and invalid:
             raise ValueError(f"cannot embed strings that are not valid codes: {invalid}")
-        table = self._ids_np
+        table = self._ids_padded
         extra_row: dict[str, int] = {}
         if policy == "embed" and unknown:
             tuples = self._embed_unknown(unknown)
@@ -411,42 +440,43 @@ class SharkTokenizer(
         max_visits: int | None,
         return_tensors: str,
     ) -> BatchEncoding:
-        """Scatter the flat code rows into `[B, V, C, L]` tensors (rows < 0 are dropped)."""
+        """Scatter flat rows of `table` `[n]` (0 = drop the code) into `[B, V, C, L]` tensors; see `__call__`."""
         batch_size = len(visits_per_patient)
-        visit_of_code = np.repeat(np.arange(len(codes_per_visit)), codes_per_visit)
-        keep = rows >= 0
-        rows, visit_of_code = rows[keep], visit_of_code[keep]
-        codes_per_visit = np.bincount(visit_of_code, minlength=len(codes_per_visit))
+        keep = rows > 0
+        if not keep.all():
+            visit_of_code = np.repeat(np.arange(len(codes_per_visit)), codes_per_visit)
+            codes_per_visit = np.bincount(visit_of_code[keep], minlength=len(codes_per_visit))
+            rows = rows[keep]
         patient_of_visit = np.repeat(np.arange(batch_size), visits_per_patient)
 
-        # Number the non-empty visits of each patient 0.. (oldest first), then keep the last `max_visits`.
+        # Number each patient's non-empty visits 0.. (oldest first); with max_visits keep the last ones.
         nonempty = codes_per_visit > 0
         kept_per_patient = np.bincount(patient_of_visit[nonempty], minlength=batch_size)
-        position = np.cumsum(nonempty) - 1  # index among all non-empty visits of the batch
-        first_of_patient = np.concatenate([[0], np.cumsum(kept_per_patient)[:-1]])
-        position = position - first_of_patient[patient_of_visit]
+        first_of_patient = np.cumsum(kept_per_patient) - kept_per_patient
+        position = np.cumsum(nonempty) - 1 - first_of_patient[patient_of_visit]
         if max_visits is not None:
-            dropped = np.maximum(kept_per_patient - max_visits, 0)
-            position = position - dropped[patient_of_visit]
+            position -= np.maximum(kept_per_patient - max_visits, 0)[patient_of_visit]
             kept_per_patient = np.minimum(kept_per_patient, max_visits)
         visit_kept = nonempty & (position >= 0)
+        if not visit_kept.all():
+            rows = rows[np.repeat(visit_kept, codes_per_visit)]
+            codes_per_visit, position = codes_per_visit[visit_kept], position[visit_kept]
+            patient_of_visit = patient_of_visit[visit_kept]
 
-        code_kept = visit_kept[visit_of_code]
-        rows, visit_of_code = rows[code_kept], visit_of_code[code_kept]
-        code_position = np.arange(len(rows)) - np.repeat(
-            np.cumsum(codes_per_visit * visit_kept) - codes_per_visit * visit_kept, codes_per_visit * visit_kept
-        )
         num_visits = max(int(kept_per_patient.max(initial=0)), 1)
-        num_codes = max(int(codes_per_visit[visit_kept].max(initial=0)), 1)
-
-        input_ids = np.zeros((batch_size, num_visits, num_codes, table.shape[1]), dtype=np.int64)
-        code_mask = np.zeros((batch_size, num_visits, num_codes), dtype=bool)
-        visit_mask = np.zeros((batch_size, num_visits), dtype=bool)
-        b, v = patient_of_visit[visit_of_code], position[visit_of_code]
-        input_ids[b, v, code_position] = table[rows]
-        code_mask[b, v, code_position] = True
-        visit_mask[patient_of_visit[visit_kept], position[visit_kept]] = True
-        data = {"input_ids": input_ids, "code_mask": code_mask, "visit_mask": visit_mask}
+        num_codes = max(int(codes_per_visit.max(initial=0)), 1)
+        visit_slot = patient_of_visit * num_visits + position  # flat index into [B * V]
+        code_start = np.cumsum(codes_per_visit) - codes_per_visit
+        code_slot = np.arange(len(rows)) + np.repeat(visit_slot * num_codes - code_start, codes_per_visit)
+        slot_rows = np.zeros(batch_size * num_visits * num_codes, dtype=np.int64)  # [B * V * C], 0 = padding
+        slot_rows[code_slot] = rows
+        visit_mask = np.zeros(batch_size * num_visits, dtype=bool)
+        visit_mask[visit_slot] = True
+        data = {
+            "input_ids": np.take(table, slot_rows, axis=0).reshape(batch_size, num_visits, num_codes, -1),
+            "code_mask": (slot_rows > 0).reshape(batch_size, num_visits, num_codes),
+            "visit_mask": visit_mask.reshape(batch_size, num_visits),
+        }
         if return_tensors == "pt":
             data = {key: torch.from_numpy(value) for key, value in data.items()}
         return BatchEncoding(data)
@@ -454,15 +484,15 @@ class SharkTokenizer(
     # ------------------------------------------------------------------ codes never seen
 
     def _can_embed(self) -> bool:
-        return self.kind == "semantic" and self.embedding_model is not None
+        """Whether unseen codes can be embedded like the fitted ones (a model and a known text strategy)."""
+        return (
+            self.kind == "semantic"
+            and self.embedding_model is not None
+            and self.embedding_text in TEXT_STRATEGIES
+        )
 
     def _encode_vectors(self, codes: list[str], vectors: torch.Tensor) -> torch.Tensor:
         """Residual greedy IDs `[n, L_rq]` of `vectors` `[n, D]` under the stored codebooks."""
-        if self._codebooks is None:
-            raise ValueError(
-                f"encoding new codes needs codebooks, and a {self.kind!r} tokenizer has none: refit, or build a "
-                f"new {self.kind!r} tokenizer over the extended code list"
-            )
         vectors = _checked_vectors(codes, vectors)
         if vectors.shape[1] != self.embedding_dim:
             raise ValueError(
@@ -471,8 +501,11 @@ class SharkTokenizer(
             )
         return ResidualKMeans.from_codebooks(self._codebooks).encode(vectors).cpu()
 
-    def _with_collision_level(self, semantic_ids: torch.Tensor, codes: list[str]) -> torch.Tensor:
-        """Append the deduplication level to new codes: the next free index in each collision group."""
+    def _with_collision_level(
+        self, semantic_ids: torch.Tensor, codes: list[str], reserve: bool = True
+    ) -> torch.Tensor:
+        """Append the deduplication level to new codes' IDs `[n, L_rq]`: the next free index of their collision
+        group. With `reserve=False` each code is placed as if it were the only one added."""
         if not self.deduplicated:
             return semantic_ids
         groups = Counter(map(tuple, self._ids_np[:, :-1].tolist()))
@@ -480,11 +513,11 @@ class SharkTokenizer(
         for code, key in zip(codes, map(tuple, semantic_ids.tolist()), strict=True):
             if groups[key] >= self.codebook_size:
                 raise ValueError(
-                    f"cannot deduplicate {code}: its ID tuple {list(key)} is already shared by "
-                    f"{groups[key]} codes, and the deduplication level holds at most K={self.codebook_size}"
+                    f"cannot deduplicate {code}: its IDs {list(key)} are already shared by {groups[key]} codes "
+                    f"and the deduplication level holds at most codebook_size={self.codebook_size}"
                 )
             level.append(groups[key])
-            groups[key] += 1
+            groups[key] += int(reserve)
         return torch.cat([semantic_ids, torch.tensor(level, dtype=torch.int64)[:, None]], dim=1)
 
     def _embed_unknown(self, codes: list[str]) -> dict[str, tuple[int, ...]]:
@@ -492,13 +525,18 @@ class SharkTokenizer(
         todo = [code for code in codes if code not in self._embedded]
         if todo:
             embeddings = embed_codes(
-                todo, model=self.embedding_model, text=self.embedding_text, show_progress=False
+                todo,
+                model=self.embedding_model,
+                text=self.embedding_text,
+                show_progress=False,
+                normalize=self.settings.get("embedding_normalized", True),
             )
-            ids = self._encode_vectors(todo, embeddings.vectors)
-            # Each unseen code is encoded as if it were the only one added: unseen codes sharing a tuple
-            # may collide with each other on the deduplication level (never with a code of the table).
-            for code, vector_ids in zip(todo, ids, strict=True):
-                self._embedded[code] = tuple(self._with_collision_level(vector_ids[None], [code])[0].tolist())
+            # Each unseen code is placed as if it were the only one added: unseen codes sharing a tuple may
+            # collide with each other on the deduplication level (never with a code of the table).
+            ids = self._with_collision_level(
+                self._encode_vectors(todo, embeddings.vectors), todo, reserve=False
+            )
+            self._embedded.update(zip(todo, map(tuple, ids.tolist()), strict=True))
         return {code: self._embedded[code] for code in codes}
 
     def add_codes(self, embeddings: CodeEmbeddings, allow_other_model: bool = False) -> list[str]:
@@ -516,6 +554,11 @@ class SharkTokenizer(
             The canonical codes added, in order.
         """
         codes = _canonical_codes(embeddings.codes, "embeddings.codes")
+        if self._codebooks is None:
+            raise ValueError(
+                f"add_codes needs codebooks, and a {self.kind!r} tokenizer has none: build a new {self.kind!r} "
+                "tokenizer over the extended code list instead"
+            )
         if not allow_other_model and (embeddings.model_id, embeddings.text) != (
             self.embedding_model,
             self.embedding_text,
@@ -620,13 +663,17 @@ class SharkTokenizer(
         folder.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(folder)
         card_path = folder / CARD_NAME
-        if not card_path.exists() or CARD_TAG in (ModelCard.load(card_path).data.tags or []):
+        if not card_path.exists() or CARD_TAG in (
+            ModelCard.load(card_path, ignore_metadata_errors=True).data.tags or []
+        ):
             card = self.generate_model_card(**(model_card_kwargs or {}))
             _atomic_write(card_path, lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
         else:
             logger.warning("%s is not a SharkTokenizer card: left unchanged", card_path)
         if push_to_hub:
-            return self.push_to_hub(repo_id or folder.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+            return self.push_to_hub(
+                repo_id or folder.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs
+            )
         return None
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -639,7 +686,9 @@ class SharkTokenizer(
         text = json.dumps(self.config, indent=2, ensure_ascii=False) + "\n"
         _atomic_write(save_directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
-    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+    def push_to_hub(
+        self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str:
         """Upload the tokenizer (tensors, config and card as README.md) to a Hub repo in one commit.
 
         Same arguments as `ModelHubMixin.push_to_hub` (`private`, `token`, `branch`, `commit_message`, ...);
@@ -693,6 +742,8 @@ class SharkTokenizer(
         if os.path.isdir(model_id):
             folder = Path(model_id) / (subfolder or "")
             where = str(folder)
+        elif os.path.exists(model_id) or model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+            raise FileNotFoundError(f"{model_id} is not a SharkTokenizer folder: no such directory")
         else:
             # One snapshot: both files come from the same commit even while the branch moves.
             prefix = f"{subfolder.strip('/')}/" if subfolder else ""
@@ -734,7 +785,7 @@ class SharkTokenizer(
             embedding_model=config["embedding_model"],
             embedding_text=config["embedding_text"],
             deduplicated=config["deduplicated"],
-            settings={key: config[key] for key in ("seed", "rkmeans", "level_errors", "codebook_usage") if key in config},
+            settings={key: config[key] for key in SETTING_KEYS if key in config},
         )
         if tokenizer.fingerprint != config["fingerprint"]:
             raise ValueError(
@@ -810,7 +861,9 @@ class SharkTokenizer(
             label_fn = _ccs_label
             label_names = _ccs_names() if label_names is None else label_names
         labels = [_safe(label_fn, code) for code in self._codes]
-        clusters = _level_clusters(self._ids_np[:, : self._semantic_levels], labels, label_names or {}, min_size)
+        clusters = _level_clusters(
+            self._ids_np[:, : self._semantic_levels], labels, label_names or {}, min_size
+        )
         pairs, total = self._cross_chapter_pairs(max_pairs)
         return ClusterReport(
             num_levels=self._semantic_levels,
@@ -848,7 +901,10 @@ class SharkTokenizer(
                         pairs.append(
                             CrossChapterPair(
                                 codes=(self._codes[a], self._codes[b]),
-                                descriptions=(_safe(describe, self._codes[a]), _safe(describe, self._codes[b])),
+                                descriptions=(
+                                    _safe(describe, self._codes[a]),
+                                    _safe(describe, self._codes[b]),
+                                ),
                                 chapters=(chapter_a, chapter_b),
                                 shared_ids=tuple(int(x) for x in finer[a]),
                             )
@@ -909,8 +965,7 @@ class ClusterReport:
             for stat in stats[:top]:
                 slots = ["-"] * self.num_levels
                 slots[level - 1] = str(stat.cluster)
-                name = stat.majority_name or stat.majority_label or "(no label)"
-                label = f"{stat.majority_label}: {name}" if stat.majority_label and stat.majority_name else name
+                label = ": ".join(filter(None, (stat.majority_label, stat.majority_name))) or "(no label)"
                 purity = f"{stat.majority_count}/{stat.size}"
                 lines.append(f"{'[' + ', '.join(slots) + ']':<24} {stat.size:>5} {purity:>9}  {label}")
         lines.append("")
@@ -963,7 +1018,7 @@ def _ccs_label(code: str) -> str:
 
 
 def _ccs_names() -> dict[str, str]:
-    return label_names("ccs")
+    return code_label_names("ccs")
 
 
 def _chapter(code: str) -> str:
@@ -1011,12 +1066,11 @@ def _collision_index(ids: torch.Tensor, codebook_size: int, codes: list[str]) ->
     values = ids.numpy()
     _, group, counts = np.unique(values, axis=0, return_inverse=True, return_counts=True)
     group = group.reshape(-1)
-    if len(counts) and counts.max() > codebook_size:
-        largest = int(np.argmax(counts))
-        members = [codes[row] for row in np.flatnonzero(group == largest)]
+    if counts.max() > codebook_size:
+        members = np.flatnonzero(group == int(np.argmax(counts)))
         raise ValueError(
-            f"deduplicate=True needs codebook_size >= the largest collision group: {counts.max()} codes share "
-            f"{values[members and codes.index(members[0])].tolist()} ({members[:10]}...), but "
+            f"deduplicate=True needs codebook_size >= the largest collision group, but {len(members)} codes share "
+            f"the IDs {values[members[0]].tolist()} ({[codes[row] for row in members[:10]]}) and "
             f"codebook_size={codebook_size}; use more levels or a larger codebook_size"
         )
     order = np.argsort(group, kind="stable")
@@ -1026,19 +1080,17 @@ def _collision_index(ids: torch.Tensor, codebook_size: int, codes: list[str]) ->
     return torch.from_numpy(index)
 
 
-def _batch_lengths(patients: Sequence[Sequence[Sequence[str]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Visits per patient `[B]` and codes per visit `[sum of visits]`; rejects mis-nested input."""
-    if isinstance(patients, str) or not len(patients):
-        raise ValueError("patients must be a non-empty list of patients (lists of visits, lists of codes)")
+def _check_nesting(patients: Sequence[Sequence[Sequence[str]]], flat: list[Any]) -> None:
+    """Raise a TypeError when `patients` is not a list of patients -> visits -> code strings."""
     for index, patient in enumerate(patients):
         if isinstance(patient, str) or any(isinstance(visit, str) for visit in patient):
             raise TypeError(
                 f"patient {index} is not a list of visits (lists of codes): got {str(patient)[:80]}; "
                 "to encode one patient, pass [patient]"
             )
-    visits = np.fromiter((len(patient) for patient in patients), dtype=np.int64, count=len(patients))
-    codes = np.fromiter((len(visit) for patient in patients for visit in patient), dtype=np.int64)
-    return visits, codes
+    not_codes = [code for code in flat if not isinstance(code, str)]
+    if not_codes:
+        raise TypeError(f"codes must be strings, got {type(not_codes[0]).__name__} {str(not_codes[0])[:80]}")
 
 
 def _unknown_message(unknown: list[str], invalid: dict[str, str]) -> str:
@@ -1047,7 +1099,9 @@ def _unknown_message(unknown: list[str], invalid: dict[str, str]) -> str:
         parts.append(f"{len(unknown)} codes not in the tokenizer: {unknown}")
     if invalid:
         parts.append(f"{len(invalid)} strings that are not valid codes: {sorted(invalid)}")
-    return "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
+    return (
+        "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
+    )
 
 
 def _migrate(
@@ -1082,19 +1136,13 @@ def _migrate(
 
 def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Call `write(tmp)` on a temporary path in `path`'s folder, then move it over `path` in one step."""
-    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        write(tmp)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _jsonable(value: Any) -> Any:
-    json.dumps(value)  # raises TypeError naming the type for settings that cannot go into the config
-    return value
 
 
 def _describe_tensor(value: Any) -> str:

@@ -40,6 +40,7 @@ from .configuration_shark import SharkConfig
 from .data.collator import VisitCollator
 from .metrics import compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
+from .privacy import membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
 
 logger = logging.getLogger(__name__)
@@ -178,13 +179,43 @@ def predict_scores(
     return logits, labels, loss
 
 
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> dict[str, float | int]:
+    """`shark_hf.metrics.compute_metrics` of sigmoid(logits) `[N, C]` against labels `[N, C]`, plus `loss`."""
+    return {"loss": loss, **compute_metrics(torch.sigmoid(logits), labels, ks=REPORT_KS)}
+
+
 def evaluate_split(
     model: SharkForDiagnosisPrediction, dataloader: DataLoader, accelerator: Accelerator
 ) -> dict[str, float | int]:
-    """`shark_hf.metrics.compute_metrics` of the model on one split, plus `loss`."""
-    logits, labels, loss = predict_scores(model, dataloader, accelerator)
-    metrics = compute_metrics(torch.sigmoid(logits), labels, ks=REPORT_KS)
-    return {"loss": loss, **metrics}
+    """`split_metrics` of the model on one split."""
+    return split_metrics(*predict_scores(model, dataloader, accelerator))
+
+
+def membership_audit(
+    model, member_loader: DataLoader, test_logits: torch.Tensor, test_labels: torch.Tensor, accelerator
+) -> dict[str, float | int | str]:
+    """Loss-threshold membership inference: training patients (members) against test patients."""
+    member_logits, member_labels, _ = predict_scores(model, member_loader, accelerator)
+    auc = membership_inference_auc(
+        per_sample_loss(member_logits, member_labels), per_sample_loss(test_logits, test_labels)
+    )
+    return {
+        "attack": "loss threshold",
+        "membership_inference_auc": auc,
+        "members": len(member_logits),
+        "nonmembers": len(test_logits),
+    }
+
+
+def evaluate_model(
+    model: SharkForDiagnosisPrediction, tokenizer: SharkTokenizer, split, batch_size: int = 256
+) -> dict[str, float | int]:
+    """Metrics of a trained model on one cohort split, in this process (no launcher needed)."""
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    collator = VisitCollator(tokenizer, labels)
+    accelerator = Accelerator()
+    loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
+    return evaluate_split(accelerator.prepare(model), loader, accelerator)
 
 
 def make_dataloader(split, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
@@ -242,14 +273,18 @@ def train(args: TrainingArguments) -> dict:
         validation = evaluate_split(model, eval_loaders["validation"], accelerator)
         _end_epoch(args, accelerator, model, tokenizer, state, epoch_loss, validation)
 
-    best = SharkForDiagnosisPrediction.from_pretrained(output_dir)
-    best = accelerator.prepare(best)
+    best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
+    members = accelerator.prepare(
+        make_dataloader(cohort["train"], collator, args.eval_batch_size, False, args.num_workers)
+    )
+    test_logits, test_labels, test_loss = predict_scores(best, eval_loaders["test"], accelerator)
     results = {
         "best_epoch": state.best_epoch,
         "train_seconds": round(time.perf_counter() - start, 3),
         "num_processes": accelerator.num_processes,
         "validation": evaluate_split(best, eval_loaders["validation"], accelerator),
-        "test": evaluate_split(best, eval_loaders["test"], accelerator),
+        "test": split_metrics(test_logits, test_labels, test_loss),
+        "privacy": membership_audit(best, members, test_logits, test_labels, accelerator),
         "args": asdict(args),
     }
     if accelerator.is_main_process:

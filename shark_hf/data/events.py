@@ -8,6 +8,7 @@ once per distinct raw value with `shark_hf.codes.normalize_code`, then mapped ba
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shark_hf.codes import is_known, normalize_code
+from shark_hf.data.report import RowIssues
 
 # Status of a code after normalisation.
 OK, BLANK, BAD, UNKNOWN = 0, 1, 2, 3
@@ -58,6 +60,22 @@ class DiagnosisRows:
         return len(self.code)
 
 
+def flag(
+    issues: RowIssues, checks: list[tuple[str, np.ndarray]], file: np.ndarray, row: np.ndarray
+) -> np.ndarray:
+    """Count each row under the first reason of `checks` ([(reason, [N] bool)]) it fails.
+
+    `file` and `row` ([N]) locate the rows in `issues.files`. Returns [N] bool: the row is unusable.
+    """
+    unusable = np.zeros(len(row), dtype=bool)
+    for reason, found in checks:
+        found = found & ~unusable
+        for f in np.unique(file[found]):
+            issues.add(reason, int(f), row[found & (file == f)])
+        unusable |= found
+    return unusable
+
+
 def find_file(root: Path, candidates: list[str]) -> Path:
     """The first of `candidates` (paths relative to `root`) that exists; FileNotFoundError listing all tried."""
     for candidate in candidates:
@@ -68,15 +86,9 @@ def find_file(root: Path, candidates: list[str]) -> Path:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first = b""
-        while not first.endswith(b"\n"):
-            chunk = stream.read(1 << 16)
-            if not chunk:
-                break
-            first += chunk
-    line = first.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
-    return next(csv.reader([line])) if line else []
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _resolve(available: list[str], wanted: list[str], optional: list[str], path: Path) -> dict[str, str]:

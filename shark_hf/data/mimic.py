@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 
 from shark_hf.data.events import (
     CODE_REASONS,
-    OK,
     DiagnosisRows,
     as_string,
     duplicated,
+    flag,
     find_file,
     is_blank,
     normalise_codes,
@@ -115,19 +115,17 @@ def read_mimic(
     systems = raw[version_col] if version_col else "ICD9CM"
     code, codes, status = normalise_codes(raw[code_col], systems)
 
-    missing = is_blank(subjects) | is_blank(hadms)
-    issues.add("missing_id", dx_index, missing)
-    for value, reason in CODE_REASONS.items():
-        issues.add(reason, dx_index, ~missing & (status == value))
     position = pc.index_in(hadms, value_set=admissions["hadm"])
-    found = ~is_blank(position)
     adm_row = pc.fill_null(position, 0).to_numpy().astype(np.int64)
-    same_subject = found & np.asarray(
-        pc.fill_null(pc.equal(subjects, admissions["subject"].take(pa.array(adm_row))), False)
-    )
-    checked = ~missing & (status == OK)
-    issues.add("no_admission", dx_index, checked & ~same_subject)
-    keep = checked & same_subject
+    same_subject = np.zeros(raw.num_rows, dtype=bool)
+    if admissions.num_rows:
+        same = pc.equal(subjects, admissions["subject"].take(adm_row))
+        same_subject = np.asarray(pc.fill_null(same, False))
+    missing = is_blank(subjects) | is_blank(hadms)
+    checks = [("missing_id", missing)] + [(reason, status == value) for value, reason in CODE_REASONS.items()]
+    checks.append(("no_admission", is_blank(position) | ~same_subject))
+    rows = np.arange(raw.num_rows)
+    keep = ~flag(issues, checks, np.full(raw.num_rows, dx_index), rows)
 
     adm_used = np.zeros(admissions.num_rows, dtype=bool)
     adm_used[adm_row[keep]] = True

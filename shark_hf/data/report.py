@@ -33,24 +33,34 @@ class SourceFile:
     """A table read from disk, kept so that issues can quote its raw values.
 
     `name` is the path relative to the cohort root (as printed in messages), `table` the raw columns as
-    read (strings), `kind` "csv" (lines counted with the header as line 1) or "parquet" (rows from 1).
+    read, `kind` "csv" (lines counted with the header as line 1) or "parquet" (rows counted from 1).
+    `rows` ([T] int64, optional) gives the 0-based data row in the file of each table row when `table`
+    holds only some rows of the file (MEDS: the diagnosis rows), and `rows_in_file` the file's row count.
     """
 
     name: str
     table: pa.Table
     kind: str
+    rows: np.ndarray | None = None
+    rows_in_file: int | None = None
+
+    @property
+    def rows_read(self) -> int:
+        """Data rows in the file (not only those kept in `table`)."""
+        return self.table.num_rows if self.rows_in_file is None else self.rows_in_file
+
+    def number(self, position: int) -> int:
+        """1-based line (CSV, header = line 1) or row (parquet) number of table row `position`."""
+        row = position if self.rows is None else int(self.rows[position])
+        return row + 2 if self.kind == "csv" else row + 1
 
     @property
     def unit(self) -> str:
         return "line" if self.kind == "csv" else "row"
 
-    def location(self, row: int) -> str:
-        """Human-readable position of 0-based data row `row`: "file line N" (CSV) or "file row N"."""
-        return f"{self.name} {self.unit} {self.number(row)}"
-
-    def number(self, row: int) -> int:
-        """1-based line (CSV, header = line 1) or row (parquet) number of 0-based data row `row`."""
-        return row + 2 if self.kind == "csv" else row + 1
+    def location(self, position: int) -> str:
+        """Human-readable position of table row `position`: "file line N" (CSV) or "file row N" (parquet)."""
+        return f"{self.name} {self.unit} {self.number(position)}"
 
 
 @dataclass
@@ -86,7 +96,7 @@ class RowIssues:
         return len(self.files) - 1
 
     def add(self, reason: str, file_index: int, rows: np.ndarray) -> None:
-        """Count the 0-based data rows `rows` (int array or bool mask) of file `file_index` under `reason`."""
+        """Count table rows `rows` (int positions or bool mask) of file `file_index` under `reason`."""
         if reason not in REASONS:
             raise KeyError(f"unknown issue reason {reason!r}; expected one of {sorted(REASONS)}")
         rows = np.asarray(rows)
