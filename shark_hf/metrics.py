@@ -115,11 +115,12 @@ def _check_ks(ks: int | Iterable[int]) -> tuple[int, ...]:
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices ``[N, min(k, C)]`` of the highest scores per row, best first.
 
-    Equal to ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties go to the lower column index),
-    computed with an ``argpartition`` and a sort of the ``k`` candidates only; rows whose k-th score is tied
-    with a score outside the candidates fall back to the full stable sort.
+    ``scores`` is a numpy ``[N, C]`` real array without NaN (the metric functions validate it first).
+    The result equals ``np.argsort(-scores, axis=1, kind="stable")[:, :k]`` (ties go to the lower column
+    index), computed with an ``argpartition`` and a sort of the ``k`` candidates only; rows whose k-th score
+    is tied with a score outside the candidates fall back to the full stable sort.
     """
-    num_rows, num_cols = scores.shape
+    num_cols = scores.shape[1]
     k = min(_check_k(k), num_cols)
     if k == num_cols:
         return np.argsort(-scores, axis=1, kind="stable")
@@ -183,13 +184,28 @@ def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     None when ``positive`` lacks one of the two classes.
     """
     negatives = np.sort(scores[~positive])
-    pos = scores[positive]
+    pos = np.sort(scores[positive])  # sorted queries make the binary searches below ~10x faster
     if pos.size == 0 or negatives.size == 0:
         return None
     below = np.searchsorted(negatives, pos, side="left")
     below_or_equal = np.searchsorted(negatives, pos, side="right")
     twice_u = int(below.sum()) + int(below_or_equal.sum())  # 2 * (below + equal / 2), exact in integers
     return twice_u / (2 * pos.size * negatives.size)
+
+
+def binary_auc(scores: Any, targets: Any) -> float:
+    """ROC AUC of one score vector ``[n]`` against 0/1 ``targets`` ``[n]`` (higher score = positive).
+
+    Raises ``ValueError`` when the shapes differ or one class is absent (the AUC is then undefined).
+    """
+    scores = np.asarray(_to_numpy(scores, "scores"), dtype=np.float64).ravel()
+    targets = np.asarray(_to_numpy(targets, "targets")).ravel()
+    if scores.shape != targets.shape:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must have the same length")
+    auc = _binary_auc(scores, targets.astype(bool))
+    if auc is None:
+        raise ValueError("AUC is undefined: targets must hold both positives and negatives")
+    return auc
 
 
 def _micro_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -224,7 +240,8 @@ def macro_auc(scores: Any, labels: Any) -> float:
     """Mean of per-label ROC AUCs over the labels that have both positive and negative samples.
 
     Labels lacking one class are skipped (``compute_metrics`` reports how many as
-    ``macro_auc_labels_skipped``). Samples with an empty label set are excluded. Raises ``ValueError`` when no label has both classes.
+    ``macro_auc_labels_skipped``). Samples with an empty label set are excluded. Raises ``ValueError`` when
+    no label has both classes.
     """
     scores, labels, _ = _prepare(scores, labels)
     auc, skipped = _macro_auc(scores, labels)

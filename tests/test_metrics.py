@@ -1,9 +1,7 @@
 """Tests for shark_hf.metrics and the evaluate module metrics/shark_metrics (hand-computed expectations)."""
 
 import json
-import os
-import subprocess
-import sys
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -167,18 +165,14 @@ def test_torch_and_numpy_inputs_agree():
     labels = rng.random((64, 30)) < 0.15
     expected = compute_metrics(scores, labels, ks=(5, 10), threshold=0.0)
     scores_t = torch.from_numpy(scores).requires_grad_(True) * 1.0  # part of an autograd graph
-    for label_input in (
-        torch.from_numpy(labels),
-        torch.from_numpy(labels).long(),
-        torch.from_numpy(labels).float(),
-    ):
+    labels_t = torch.from_numpy(labels)
+    for label_input in (labels_t, labels_t.long(), labels_t.float()):
         assert compute_metrics(scores_t, label_input, ks=(5, 10), threshold=0.0) == expected
     for label_input in (labels.astype(np.int32), labels.astype(np.float64), labels.tolist()):
         assert compute_metrics(scores.tolist(), label_input, ks=(5, 10), threshold=0.0) == expected
     half = torch.tensor([[0.5, 0.25, 0.75]], dtype=torch.bfloat16)  # exactly representable values
-    assert compute_metrics(half, [[0, 0, 1]], ks=(1,)) == compute_metrics(
-        [[0.5, 0.25, 0.75]], [[0, 0, 1]], ks=(1,)
-    )
+    expected = compute_metrics([[0.5, 0.25, 0.75]], [[0, 0, 1]], ks=(1,))
+    assert compute_metrics(half, [[0, 0, 1]], ks=(1,)) == expected
 
 
 def test_auc_and_f1_match_scikit_learn():
@@ -239,64 +233,42 @@ def test_bad_ks_and_threshold():
     assert compute_metrics(RANK_SCORES, RANK_LABELS, ks=2)["P@2"] == RANK_EXPECTED["P@2"]
 
 
-_EVALUATE_SCRIPT = r"""
-import json, socket, sys
+def test_evaluate_module_loads_offline_and_matches(monkeypatch):
+    """Loads from its folder with every socket blocked; returns exactly compute_metrics' numbers."""
+    evaluate = pytest.importorskip("evaluate")
 
-def _no_network(*args, **kwargs):
-    raise OSError("network access attempted in an offline test")
+    def no_network(*args, **kwargs):
+        raise OSError("network access attempted while loading a local evaluate module")
 
-socket.socket.connect = _no_network
-socket.create_connection = _no_network
-
-import evaluate
-import numpy as np
-import torch
-
-data = json.loads(sys.stdin.read())
-out = {}
-relative = evaluate.load("metrics/shark_metrics", ks=(1, 2, 3, 10))
-out["relative"] = relative.compute(predictions=data["scores"], references=data["labels"])
-absolute = evaluate.load(data["absolute_path"], keep_in_memory=True)
-out["absolute_kwargs"] = absolute.compute(
-    predictions=torch.tensor(data["scores"]), references=np.array(data["labels"], dtype=bool), ks=[1, 2, 3, 10]
-)
-for start in range(0, len(data["scores"]), 2):
-    absolute.add_batch(predictions=data["scores"][start:start + 2], references=data["labels"][start:start + 2])
-out["batches"] = absolute.compute(ks=(1, 2, 3, 10))
-out["name"] = absolute.name
-print(json.dumps(out))
-"""
-
-
-def test_evaluate_module_loads_offline_and_matches(tmp_path):
-    pytest.importorskip("evaluate")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.chdir(REPO_ROOT)  # evaluate resolves "metrics/shark_metrics" against the working directory
     scores = np.vstack([RANK_SCORES, np.full((1, 5), 0.25)]).astype(np.float32)
     labels = np.vstack([RANK_LABELS, [[0, 1, 0, 0, 1]]])
-    env = dict(
-        os.environ,
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_OFFLINE="1",
-        HF_EVALUATE_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-    )
-    payload = {
-        "scores": scores.tolist(),
-        "labels": labels.tolist(),
-        "absolute_path": str(REPO_ROOT / "metrics" / "shark_metrics"),
-    }
-    run = subprocess.run(
-        [sys.executable, "-c", _EVALUATE_SCRIPT],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    expected = compute_metrics(scores, labels, ks=(1, 2, 3, 10))
+    ks = (1, 2, 3, 10)
+    expected = compute_metrics(scores, labels, ks=ks)
     assert expected["num_excluded_empty"] == 1
-    assert out.pop("name") == "shark_metrics"
-    for key, result in out.items():
-        assert result == expected, key
+
+    relative = evaluate.load("metrics/shark_metrics", ks=ks, keep_in_memory=True)
+    assert relative.name == "shark_metrics"
+    assert relative.compute(predictions=scores.tolist(), references=labels.tolist()) == expected
+
+    absolute = evaluate.load(str(REPO_ROOT / "metrics" / "shark_metrics"), keep_in_memory=True)
+    result = absolute.compute(
+        predictions=torch.from_numpy(scores), references=labels.astype(bool), ks=list(ks)
+    )
+    assert result == expected
+    for i in range(0, len(scores), 2):
+        absolute.add_batch(predictions=scores[i : i + 2], references=labels[i : i + 2])
+    assert absolute.compute(ks=ks) == expected
+    assert absolute.compute(predictions=scores, references=labels)["P@10"] == 1.0  # default ks (10, 20)
+
+
+def test_binary_auc_hand_computed():
+    from shark_hf.metrics import binary_auc
+
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5 -> 1/2, 0.5>0.1) = 3.5 / 4
+    assert binary_auc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
+    with pytest.raises(ValueError, match="both positives and negatives"):
+        binary_auc([0.1, 0.2], [1, 1])

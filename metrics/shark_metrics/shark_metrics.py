@@ -1,4 +1,4 @@
-"""The SHARK diagnosis-prediction metrics as an `evaluate` module; the numbers come from `shark_hf.metrics`."""
+"""The SHARK diagnosis-prediction metrics as an `evaluate` module; it delegates to `shark_hf.metrics`."""
 
 import datasets
 import evaluate
