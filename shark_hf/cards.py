@@ -13,7 +13,13 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
+# A wheel ships hub_cards/ as the package data `shark_hf/hub_cards/`; a source checkout has it next to shark_hf/.
+_INSTALLED_TEMPLATES = Path(__file__).resolve().parent / "hub_cards"
+TEMPLATE_DIR = (
+    _INSTALLED_TEMPLATES
+    if _INSTALLED_TEMPLATES.is_dir()
+    else Path(__file__).resolve().parents[1] / "hub_cards"
+)
 
 
 def render_card(template_name: str, card_data: ModelCardData, **context: Any) -> ModelCard:

@@ -16,18 +16,20 @@ With `deduplicate=True` a last level is appended whose ID is the index of the co
 Folder layout written by `save_pretrained` (no pickle anywhere):
 
 - `codebooks.safetensors`: `ids` int64 `[N, L]`, and for kind "semantic" `codebooks` float32 `[L_rq, K, D]`
-  (L_rq = L, or L - 1 with the deduplication level).
+  (L_rq = L, or L - 1 with the deduplication level); metadata `shark_tokenizer` = JSON `{"fingerprint",
+  "format_version"}`.
 - `tokenizer_config.json`: `format_version`, `tokenizer_class`, kind, L, K, provenance (embedding model,
   text strategy, seed, Residual K-Means settings, per-level reconstruction errors, codebook usage),
   `fingerprint`, and the code table `codes` (public ICD codes, in row order).
 - `README.md`: the tokenizer card rendered from `hub_cards/tokenizer_card.md`.
 
 `fingerprint` is the sha256 hex digest of, in this order: the UTF-8 header
-`"shark-tokenizer\\nkind=<kind>\\nids=<N>x<L>\\ncodebooks=<L_rq>x<K>x<D>\\nK=<K>\\n"` (`codebooks=none` when the
-kind has none), the codebooks as little-endian float32 bytes (C order), the ids as little-endian int64 bytes
-(C order), and the codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or codebooks and is
-the same before and after a save/load round trip. `codebook_fingerprint` hashes only what gives an ID its
-meaning (kind, L, K and codebooks; the whole table for "random"/"index"), so it survives `add_codes`.
+`"shark-tokenizer\\nkind=<kind>\\nids=<N>x<L>\\ncodebooks=<L_rq>x<K>x<D>\\nK=<K>\\n"` (`codebooks=none`
+when the kind has none), the codebooks as little-endian float32 bytes (C order), the ids as little-endian
+int64 bytes (C order), and the codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or
+codebooks and is the same before and after a save/load round trip. `codebook_fingerprint` hashes only what
+gives an ID its meaning (the same header with `levels=<L>` in place of `ids=<N>x<L>`, then the codebooks;
+for "random"/"index" it is `fingerprint`), so it survives `add_codes`.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ import logging
 import os
 import secrets
 from collections import Counter
-from collections.abc import Callable, Sequence
-from itertools import chain, repeat
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import chain, combinations, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,7 @@ from transformers import BatchEncoding
 from shark_hf.cards import render_card
 from shark_hf.codes import ancestors, describe, normalize_code, to_label
 from shark_hf.codes import label_names as code_label_names
-from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, embed_codes
+from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, TextEncoder, embed_codes, load_text_encoder
 from shark_hf.rkmeans import ResidualKMeans
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,15 @@ CARD_TAG = "shark-tokenizer"
 FORMAT_VERSION = 1
 KINDS = ("semantic", "random", "index")
 UNKNOWN_POLICIES = ("error", "skip", "embed")
+REQUIRED_KEYS = (
+    "kind",
+    "codebook_size",
+    "embedding_model",
+    "embedding_text",
+    "deduplicated",
+    "fingerprint",
+    "codes",
+)
 SETTING_KEYS = ("seed", "rkmeans", "level_errors", "codebook_usage", "embedding_normalized")
 
 # format_version -> step turning a (config, tensors) pair of that version into the next version's layout.
@@ -123,6 +134,8 @@ class SharkTokenizer(
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if (codebooks is None) != (kind != "semantic"):
+            raise ValueError(f"codebooks are required for kind 'semantic' and only for it (kind {kind!r})")
         self.kind = kind
         self.codebook_size = int(codebook_size)
         self.embedding_model = embedding_model
@@ -136,6 +149,7 @@ class SharkTokenizer(
         )
         self._set_table(list(codes), ids)
         self._embedded: dict[str, tuple[int, ...]] = {}  # memo of codes embedded on the fly by __call__
+        self.text_encoder: TextEncoder | None = None  # loaded on the first on-the-fly embedding, then kept
 
     # ------------------------------------------------------------------ construction
 
@@ -241,7 +255,8 @@ class SharkTokenizer(
         if len(codes) and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
             row = int(((ids < 0) | (ids >= self.codebook_size)).any(dim=1).nonzero()[0])
             raise ValueError(
-                f"ids of {codes[row]} ({ids[row].tolist()}) are outside [0, codebook_size={self.codebook_size})"
+                f"ids of {codes[row]} ({ids[row].tolist()}) are outside "
+                f"[0, codebook_size={self.codebook_size})"
             )
         if self._codebooks is not None:
             semantic_levels = ids.shape[1] - int(self.deduplicated)
@@ -250,11 +265,10 @@ class SharkTokenizer(
                 self.codebook_size,
             ):
                 raise ValueError(
-                    f"codebooks must be [{semantic_levels}, {self.codebook_size}, D] for ids of {ids.shape[1]} "
-                    f"levels (deduplicated={self.deduplicated}), got {list(self._codebooks.shape)}"
+                    f"codebooks must be [{semantic_levels}, {self.codebook_size}, D] for ids of "
+                    f"{ids.shape[1]} levels (deduplicated={self.deduplicated}), got "
+                    f"{list(self._codebooks.shape)}"
                 )
-        elif self.kind == "semantic":
-            raise ValueError("a 'semantic' tokenizer needs its codebooks [L, K, D]")
         self._codes = codes
         self._ids = ids.detach().to("cpu").contiguous()
         self._ids_np = self._ids.numpy()
@@ -291,9 +305,9 @@ class SharkTokenizer(
 
     @property
     def codebook_fingerprint(self) -> str:
-        """sha256 of what gives IDs their meaning: codebooks for "semantic" (stable under `add_codes`), the
-        whole table for "random" and "index"."""
-        return self._fingerprint(with_table=self._codebooks is None)
+        """sha256 of what gives IDs their meaning: for "semantic" the header with `levels=<L>` instead of
+        `ids=<N>x<L>` and the codebooks (stable under `add_codes`); for "random" and "index" `fingerprint`."""
+        return self.fingerprint if self._codebooks is None else self._fingerprint(with_table=False)
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -327,8 +341,8 @@ class SharkTokenizer(
             row = self._row.get(normalize_code(code))
         if row is None:
             raise KeyError(
-                f"code not in the tokenizer: {[normalize_code(code)]} (add it with add_codes(embeddings), or "
-                f"encode batches with unknown='embed'{'' if self._can_embed() else ' on a semantic tokenizer'})"
+                f"code not in the tokenizer: {[normalize_code(code)]} (add it with add_codes(embeddings), "
+                "or encode batches of a semantic tokenizer with unknown='embed')"
             )
         return tuple(self._ids_np[row].tolist())
 
@@ -337,7 +351,7 @@ class SharkTokenizer(
     def __call__(
         self,
         patients: Sequence[Sequence[Sequence[str]]],
-        return_tensors: str | None = "pt",
+        return_tensors: str = "pt",
         unknown: str | None = None,
         max_visits: int | None = None,
     ) -> BatchEncoding:
@@ -373,16 +387,18 @@ class SharkTokenizer(
             raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
         if policy == "embed" and not self._can_embed():
             raise ValueError(
-                f"unknown='embed' needs a semantic tokenizer with a known embedding model and text strategy; "
-                f"this one has kind {self.kind!r}, embedding_model {self.embedding_model!r} and embedding_text "
-                f"{self.embedding_text!r}"
+                "unknown='embed' needs a semantic tokenizer with a known embedding model and text strategy; "
+                f"this one has kind {self.kind!r}, embedding_model {self.embedding_model!r} and "
+                f"embedding_text {self.embedding_text!r}"
             )
         if max_visits is not None and max_visits < 1:
             raise ValueError(f"max_visits must be >= 1 or None, got {max_visits}")
         if return_tensors not in ("pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         if isinstance(patients, str) or not len(patients):
-            raise ValueError("patients must be a non-empty list of patients (lists of visits, lists of codes)")
+            raise ValueError(
+                "patients must be a non-empty list of patients (lists of visits, lists of codes)"
+            )
         visits = list(chain.from_iterable(patients))
         flat = list(chain.from_iterable(visits))
         visits_per_patient = np.fromiter(map(len, patients), dtype=np.int64, count=len(patients))
@@ -424,7 +440,6 @@ class SharkTokenizer(
             tuples = self._embed_unknown(unknown)
             extra_row = {code: len(self) + i for i, code in enumerate(unknown)}
             table = np.concatenate([table, np.array([tuples[code] for code in unknown], dtype=np.int64)])
-        rows = rows.copy()
         for i in missing:
             code = canonical.get(flat[i])
             row = self._row.get(code, extra_row.get(code, -1)) if code is not None else -1
@@ -440,7 +455,7 @@ class SharkTokenizer(
         max_visits: int | None,
         return_tensors: str,
     ) -> BatchEncoding:
-        """Scatter flat rows of `table` `[n]` (0 = drop the code) into `[B, V, C, L]` tensors; see `__call__`."""
+        """Scatter flat rows of `table` `[n]` (0 = drop the code) into `[B, V, C, L]`; see `__call__`."""
         batch_size = len(visits_per_patient)
         keep = rows > 0
         if not keep.all():
@@ -504,8 +519,8 @@ class SharkTokenizer(
     def _with_collision_level(
         self, semantic_ids: torch.Tensor, codes: list[str], reserve: bool = True
     ) -> torch.Tensor:
-        """Append the deduplication level to new codes' IDs `[n, L_rq]`: the next free index of their collision
-        group. With `reserve=False` each code is placed as if it were the only one added."""
+        """Append the deduplication level to new codes' IDs `[n, L_rq]`: the next free index of their
+        collision group. With `reserve=False` each code is placed as if it were the only one added."""
         if not self.deduplicated:
             return semantic_ids
         groups = Counter(map(tuple, self._ids_np[:, :-1].tolist()))
@@ -513,24 +528,33 @@ class SharkTokenizer(
         for code, key in zip(codes, map(tuple, semantic_ids.tolist()), strict=True):
             if groups[key] >= self.codebook_size:
                 raise ValueError(
-                    f"cannot deduplicate {code}: its IDs {list(key)} are already shared by {groups[key]} codes "
-                    f"and the deduplication level holds at most codebook_size={self.codebook_size}"
+                    f"cannot deduplicate {code}: its IDs {list(key)} are already shared by {groups[key]} "
+                    f"codes and the deduplication level holds at most codebook_size={self.codebook_size}"
                 )
             level.append(groups[key])
             groups[key] += int(reserve)
         return torch.cat([semantic_ids, torch.tensor(level, dtype=torch.int64)[:, None]], dim=1)
 
     def _embed_unknown(self, codes: list[str]) -> dict[str, tuple[int, ...]]:
-        """ID tuples of codes not in the table, embedded with the tokenizer's model (memoised, table unchanged)."""
+        """ID tuples of codes not in the table, embedded with the tokenizer's model (memoised; the table
+        is not changed)."""
         todo = [code for code in codes if code not in self._embedded]
         if todo:
-            embeddings = embed_codes(
-                todo,
-                model=self.embedding_model,
-                text=self.embedding_text,
-                show_progress=False,
-                normalize=self.settings.get("embedding_normalized", True),
-            )
+            if self.text_encoder is None:
+                self.text_encoder = load_text_encoder(self.embedding_model)
+            try:
+                embeddings = embed_codes(
+                    todo,
+                    model=self.text_encoder,
+                    text=self.embedding_text,
+                    show_progress=False,
+                    normalize=self.settings.get("embedding_normalized", True),
+                )
+            except KeyError as error:
+                raise KeyError(
+                    f"unknown='embed' cannot embed the unseen codes {todo}: {error} "
+                    "(unknown='skip' drops them)"
+                ) from error
             # Each unseen code is placed as if it were the only one added: unseen codes sharing a tuple may
             # collide with each other on the deduplication level (never with a code of the table).
             ids = self._with_collision_level(
@@ -556,17 +580,18 @@ class SharkTokenizer(
         codes = _canonical_codes(embeddings.codes, "embeddings.codes")
         if self._codebooks is None:
             raise ValueError(
-                f"add_codes needs codebooks, and a {self.kind!r} tokenizer has none: build a new {self.kind!r} "
-                "tokenizer over the extended code list instead"
+                f"add_codes needs codebooks, and a {self.kind!r} tokenizer has none: build a new "
+                f"{self.kind!r} tokenizer over the extended code list instead"
             )
         if not allow_other_model and (embeddings.model_id, embeddings.text) != (
             self.embedding_model,
             self.embedding_text,
         ):
             raise ValueError(
-                f"these embeddings come from model {embeddings.model_id!r} with text {embeddings.text!r}, but "
-                f"the codebooks were fitted on {self.embedding_model!r} with text {self.embedding_text!r}; IDs "
-                "of vectors from another space are meaningless (pass allow_other_model=True to override)"
+                f"these embeddings come from model {embeddings.model_id!r} with text {embeddings.text!r}, "
+                f"but the codebooks were fitted on {self.embedding_model!r} with text "
+                f"{self.embedding_text!r}; IDs of vectors from another space are meaningless (pass "
+                "allow_other_model=True to override)"
             )
         new = [row for row, code in enumerate(codes) if code not in self._row]
         new_codes = [codes[row] for row in new]
@@ -581,7 +606,7 @@ class SharkTokenizer(
     # ------------------------------------------------------------------ collisions
 
     def collisions(self) -> list[list[str]]:
-        """Groups (size >= 2) of codes sharing the same full ID tuple, each in row order, ordered by first row."""
+        """Groups (size >= 2) of codes sharing their full ID tuple; row order within and across groups."""
         _, group, counts = np.unique(self._ids_np, axis=0, return_inverse=True, return_counts=True)
         groups: dict[int, list[str]] = {}
         for row in np.flatnonzero(counts[group] > 1):
@@ -599,10 +624,11 @@ class SharkTokenizer(
     # ------------------------------------------------------------------ fingerprint and config
 
     def _fingerprint(self, with_table: bool) -> str:
-        codebooks = self._codebooks
+        """sha256 hex of header, codebooks and (`with_table`) ids and codes; see the module docstring."""
+        codebooks, (num_codes, num_levels) = self._codebooks, self._ids.shape
         shape = "none" if codebooks is None else "x".join(map(str, codebooks.shape))
-        n, levels = self._ids.shape
-        header = f"shark-tokenizer\nkind={self.kind}\nids={n}x{levels}\ncodebooks={shape}\nK={self.codebook_size}\n"
+        rows = f"ids={num_codes}x{num_levels}" if with_table else f"levels={num_levels}"
+        header = f"shark-tokenizer\nkind={self.kind}\n{rows}\ncodebooks={shape}\nK={self.codebook_size}\n"
         digest = hashlib.sha256(header.encode("utf-8"))
         if codebooks is not None:
             digest.update(codebooks.numpy().astype("<f4", copy=False).tobytes(order="C"))
@@ -681,7 +707,9 @@ class SharkTokenizer(
         tensors = {"ids": self._ids}
         if self._codebooks is not None:
             tensors["codebooks"] = self._codebooks
-        metadata = {"format_version": str(FORMAT_VERSION), "fingerprint": self.fingerprint}
+        # One metadata key: safetensors orders several keys arbitrarily, and saves must be byte-identical.
+        header = {"format_version": FORMAT_VERSION, "fingerprint": self.fingerprint}
+        metadata = {"shark_tokenizer": json.dumps(header, sort_keys=True)}
         _atomic_write(save_directory / TENSORS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         text = json.dumps(self.config, indent=2, ensure_ascii=False) + "\n"
         _atomic_write(save_directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -776,6 +804,10 @@ class SharkTokenizer(
                 f"{where}/{CONFIG_NAME} is not a SharkTokenizer config (tokenizer_class is {found!r})"
             )
         config, tensors = _migrate(config, load_file(folder / TENSORS_NAME), where)
+        missing = [key for key in REQUIRED_KEYS if key not in config]
+        missing += [] if "ids" in tensors else [f"{TENSORS_NAME}: ids"]
+        if missing:
+            raise ValueError(f"{where}: incomplete SharkTokenizer files, missing {missing}")
         tokenizer = cls(
             config["codes"],
             tensors["ids"],
@@ -790,8 +822,8 @@ class SharkTokenizer(
         if tokenizer.fingerprint != config["fingerprint"]:
             raise ValueError(
                 f"{where}: fingerprint mismatch: {CONFIG_NAME} says {config['fingerprint']} but "
-                f"{TENSORS_NAME} + codes hash to {tokenizer.fingerprint}; the files are corrupted or come from "
-                "different saves"
+                f"{TENSORS_NAME} + codes hash to {tokenizer.fingerprint}; the files are corrupted or come "
+                "from different saves"
             )
         return tokenizer
 
@@ -807,9 +839,11 @@ class SharkTokenizer(
             if key in ("license", "license_name", "license_link", "language", "tags"):
                 metadata[key] = kwargs.pop(key)
         systems = Counter(code.split(":", 1)[0] for code in self._codes)
+        examples = self._codes[:3]
         context = {
             "repo_id": None,
             "subfolder": None,
+            "example_visits": [examples[:2], examples[2:]] if len(examples) == 3 else [examples],
             "kind": self.kind,
             "num_codes": len(self),
             "systems": dict(sorted(systems.items())),
@@ -851,7 +885,8 @@ class SharkTokenizer(
             label_fn: code -> category; default the single-level CCS category (`to_label(code, "ccs")`).
             label_names: category -> readable name; default the CCS names when `label_fn` is the default.
             min_size: clusters smaller than this are left out.
-            max_pairs: at most this many cross-chapter pairs are listed (`num_cross_chapter_pairs` counts all).
+            max_pairs: at most this many cross-chapter pairs are listed (`num_cross_chapter_pairs` counts
+                all of them).
 
         Cross-chapter pairs: two codes of the same code system whose ICD chapters differ and whose IDs at
         levels 2..L_rq are identical (level 1 may differ; the deduplication level is ignored). Empty when
@@ -877,38 +912,34 @@ class SharkTokenizer(
         return self.num_levels - int(self.deduplicated)
 
     def _cross_chapter_pairs(self, max_pairs: int) -> tuple[list[CrossChapterPair], int]:
+        """Up to `max_pairs` cross-chapter pairs (ordered by shared IDs, then rows) and the number of all."""
         finer = self._ids_np[:, 1 : self._semantic_levels]
         if finer.shape[1] == 0:
             return [], 0
         _, group, counts = np.unique(finer, axis=0, return_inverse=True, return_counts=True)
         members: dict[int, list[int]] = {}
-        for row in np.flatnonzero(counts[group] > 1):
+        for row in np.flatnonzero(counts[group.reshape(-1)] > 1):
             members.setdefault(int(group[row]), []).append(int(row))
-        chapters = {}
         pairs, total = [], 0
         for rows in sorted(members.values(), key=lambda rows: finer[rows[0]].tolist()):
-            for row in rows:
-                if row not in chapters:
-                    chapters[row] = _safe(_chapter, self._codes[row])
-            for i, a in enumerate(rows):
-                for b in rows[i + 1 :]:
-                    chapter_a, chapter_b = chapters[a], chapters[b]
-                    system_a, system_b = (self._codes[r].split(":", 1)[0] for r in (a, b))
-                    if None in (chapter_a, chapter_b) or system_a != system_b or chapter_a == chapter_b:
-                        continue
-                    total += 1
-                    if len(pairs) < max_pairs:
-                        pairs.append(
-                            CrossChapterPair(
-                                codes=(self._codes[a], self._codes[b]),
-                                descriptions=(
-                                    _safe(describe, self._codes[a]),
-                                    _safe(describe, self._codes[b]),
-                                ),
-                                chapters=(chapter_a, chapter_b),
-                                shared_ids=tuple(int(x) for x in finer[a]),
-                            )
+            # (row, (system, chapter)) of the group's codes whose chapter is known
+            placed = [
+                (row, (self._codes[row].split(":", 1)[0], _safe(_chapter, self._codes[row]))) for row in rows
+            ]
+            placed = [(row, key) for row, key in placed if key[1] is not None]
+            total += _count_cross_chapter(key for _, key in placed)
+            for (a, (system_a, chapter_a)), (b, (system_b, chapter_b)) in combinations(placed, 2):
+                if len(pairs) == max_pairs:
+                    break
+                if system_a == system_b and chapter_a != chapter_b:
+                    pairs.append(
+                        CrossChapterPair(
+                            codes=(self._codes[a], self._codes[b]),
+                            descriptions=(_safe(describe, self._codes[a]), _safe(describe, self._codes[b])),
+                            chapters=(chapter_a, chapter_b),
+                            shared_ids=tuple(int(x) for x in finer[a]),
                         )
+                    )
         return pairs, total
 
 
@@ -917,7 +948,7 @@ class SharkTokenizer(
 
 @dataclass
 class ClusterStat:
-    """One cluster of one level: `cluster` is the ID at `level` (1-based, as in the paper's `[-, j, -, -]`)."""
+    """One cluster of one level: `cluster` is the ID at `level` (1-based: the paper's `[-, j, -, -]`)."""
 
     level: int
     cluster: int
@@ -958,7 +989,7 @@ class ClusterReport:
 
     def format(self, top: int = 10) -> str:
         """Text tables: per level the `top` purest clusters (ties: larger first), then cross-chapter pairs."""
-        lines = [f"{'Cluster ID':<24} {'Size':>5} {'Purity':>9}  Majority category"]
+        lines = [f"{'Cluster ID':<24} {'Size':>5} {'Purity':>16}  Majority category"]
         for level in range(1, self.num_levels + 1):
             stats = [stat for stat in self.clusters if stat.level == level]
             stats.sort(key=lambda stat: (-stat.purity, -stat.size, stat.cluster))
@@ -966,8 +997,8 @@ class ClusterReport:
                 slots = ["-"] * self.num_levels
                 slots[level - 1] = str(stat.cluster)
                 label = ": ".join(filter(None, (stat.majority_label, stat.majority_name))) or "(no label)"
-                purity = f"{stat.majority_count}/{stat.size}"
-                lines.append(f"{'[' + ', '.join(slots) + ']':<24} {stat.size:>5} {purity:>9}  {label}")
+                purity = f"{stat.majority_count}/{stat.size} ({stat.purity:.0%})"
+                lines.append(f"{'[' + ', '.join(slots) + ']':<24} {stat.size:>5} {purity:>16}  {label}")
         lines.append("")
         lines.append(
             f"Codes from different ICD chapters sharing IDs at levels 2..{self.num_levels}: "
@@ -1011,6 +1042,15 @@ def _level_clusters(
                 )
             )
     return stats
+
+
+def _count_cross_chapter(keys: Iterable[tuple[str, str]]) -> int:
+    """Pairs of (system, chapter) keys with the same system and different chapters."""
+    keys = list(keys)
+    per_system = Counter(system for system, _ in keys)
+    per_chapter = Counter(keys)
+    same_system = sum(n * (n - 1) // 2 for n in per_system.values())
+    return same_system - sum(n * (n - 1) // 2 for n in per_chapter.values())
 
 
 def _ccs_label(code: str) -> str:
@@ -1069,8 +1109,9 @@ def _collision_index(ids: torch.Tensor, codebook_size: int, codes: list[str]) ->
     if counts.max() > codebook_size:
         members = np.flatnonzero(group == int(np.argmax(counts)))
         raise ValueError(
-            f"deduplicate=True needs codebook_size >= the largest collision group, but {len(members)} codes share "
-            f"the IDs {values[members[0]].tolist()} ({[codes[row] for row in members[:10]]}) and "
+            "deduplicate=True needs codebook_size >= the largest collision group, but "
+            f"{len(members)} codes share the IDs {values[members[0]].tolist()} "
+            f"({[codes[row] for row in members[:10]]}) and "
             f"codebook_size={codebook_size}; use more levels or a larger codebook_size"
         )
     order = np.argsort(group, kind="stable")
@@ -1111,8 +1152,9 @@ def _migrate(
     version = config.get("format_version")
     if version is None:
         raise ValueError(
-            f"{where}/{CONFIG_NAME} has no format_version: it was not written by SharkTokenizer.save_pretrained "
-            f"(every shark-hf release writes one; this release reads format_version {FORMAT_VERSION})"
+            f"{where}/{CONFIG_NAME} has no format_version: it was not written by "
+            "SharkTokenizer.save_pretrained (every shark-hf release writes one; this release reads "
+            f"format_version {FORMAT_VERSION})"
         )
     if not isinstance(version, int) or isinstance(version, bool):
         raise ValueError(f"{where}/{CONFIG_NAME}: format_version must be an integer, got {version!r}")
@@ -1125,8 +1167,8 @@ def _migrate(
     while version < FORMAT_VERSION:
         if version not in MIGRATIONS:
             raise ValueError(
-                f"{where}: tokenizer format_version {version} cannot be migrated: no migration step from version "
-                f"{version} (known steps: {sorted(MIGRATIONS)}; current version {FORMAT_VERSION})"
+                f"{where}: tokenizer format_version {version} cannot be migrated: no migration step from "
+                f"version {version} (known steps: {sorted(MIGRATIONS)}; current version {FORMAT_VERSION})"
             )
         config, tensors = MIGRATIONS[version](dict(config), dict(tensors))
         version += 1
