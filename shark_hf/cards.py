@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-# A wheel ships hub_cards/ as the package data `shark_hf/hub_cards/`; a source checkout has it next to shark_hf/.
+# A wheel ships hub_cards/ as package data (`shark_hf/hub_cards/`); a checkout has it beside shark_hf/.
 _INSTALLED_TEMPLATES = Path(__file__).resolve().parent / "hub_cards"
 TEMPLATE_DIR = (
     _INSTALLED_TEMPLATES
@@ -45,3 +45,161 @@ def render_card(template_name: str, card_data: ModelCardData, **context: Any) ->
     template = environment.from_string(path.read_text(encoding="utf-8"))
     values = {**card_data.to_dict(), **context}
     return ModelCard(template.render(card_data=card_data.to_yaml(), **values))
+
+
+MIMIC_LICENSE_NAME = "physionet-credentialed-health-data-license-1.5.0"
+MIMIC_LICENSE_LINK = "https://physionet.org/about/licenses/physionet-credentialed-health-data-license-150/"
+GATED_PROMPT = (
+    "This model was trained on credentialed-access clinical data (MIMIC). By requesting access you confirm "
+    "that you hold PhysioNet credentialed access and have signed the data use agreement of the source data, "
+    "and that you will not attempt to re-identify any individual."
+)
+GATED_FIELDS = {
+    "Name": "text",
+    "Affiliation": "text",
+    "PhysioNet credentialed user (username)": "text",
+    "I have signed the data use agreement of the training data": "checkbox",
+    "I will use this model for research only and not for clinical decisions": "checkbox",
+}
+HEADLINE_METRICS = ("P@10", "P@20", "Acc@10", "Acc@20")
+
+
+def model_card(
+    config: dict[str, Any],
+    tokenizer_config: dict[str, Any],
+    metrics: dict[str, Any],
+    repo_id: str,
+    license: str | None = None,
+    gated: bool = True,
+    data_source: str | None = None,
+) -> ModelCard:
+    """The SHARK model card (`hub_cards/model_card.md`) of a trained model.
+
+    Args:
+        config: the model's `config.json` content.
+        tokenizer_config: its tokenizer's `tokenizer_config.json` content.
+        metrics: the training run's `metrics.json` content (`validation`/`test` metric dicts, `privacy`,
+            `args`); `{}` for a model without evaluation (the card then says so).
+        repo_id: where the card will live (used in the usage snippet).
+        license: a Hub licence id chosen by the user; default: MIMIC's PhysioNet credentialed licence
+            (`license: other` with its name and link), because weights trained on MIMIC fall under its DUA.
+        gated: ask users to accept terms (`extra_gated_prompt` / `extra_gated_fields`) before access.
+        data_source: the training data's name (default: the cohort argument of the run).
+
+    The card holds aggregate numbers only: split sizes, metrics, hyper-parameters.
+    """
+    splits = {name: metrics[name] for name in ("validation", "test") if name in metrics}
+    args = metrics.get("args", {})
+    label_space = config.get("label_space", "ccs")
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="tabular-classification",
+        tags=["shark", "ehr", "diagnosis-prediction", "semantic-ids", "medical-codes", label_space],
+        model_name=repo_id,
+        eval_results=_eval_results(splits, data_source or _source_name(args)),
+        **_license_fields(license),
+        **(_gating_fields() if gated else {}),
+    )
+    hyperparameters = {
+        key: args[key]
+        for key in ("learning_rate", "num_epochs", "batch_size", "patience", "seed", "max_visits")
+        if key in args
+    }
+    hyperparameters.update(
+        {
+            key: config[key]
+            for key in ("embed_dim", "hidden_size", "composition", "dropout", "code_representation")
+        }
+    )
+    hyperparameters["best epoch"] = metrics.get("best_epoch", "n/a")
+    privacy = metrics.get("privacy", {})
+    auc = privacy.get("membership_inference_auc")
+    return render_card(
+        "model_card.md",
+        card_data,
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        label_space=label_space,
+        label_space_name={"ccs": "single-level CCS", "ccsr": "CCSR", "code": "diagnosis code"}.get(
+            label_space, label_space
+        ),
+        num_labels=len(config.get("id2label", {})),
+        data_source=data_source or _source_name(args),
+        split_sizes={
+            name: split["num_samples"] + split.get("num_excluded_empty", 0) for name, split in splits.items()
+        }
+        | ({"train (members audited)": privacy["members"]} if "members" in privacy else {}),
+        tokenizer=_tokenizer_summary(tokenizer_config),
+        metrics=splits,
+        metrics_note=(
+            "Metrics of the best epoch (selected on validation P@10)."
+            if splits
+            else "This model has not been evaluated: no metrics.json was found next to it."
+        ),
+        membership_auc="not measured" if auc is None else f"{auc:.3f}",
+        hyperparameters=hyperparameters,
+        license_note=_license_note(license, gated),
+    )
+
+
+def _eval_results(splits: dict[str, dict], dataset_name: str) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="multi-label-classification",
+            task_name="Next-visit diagnosis prediction",
+            dataset_type="ehr-cohort",
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=metric.lower().replace("@", "_at_"),
+            metric_name=metric,
+            metric_value=round(float(values[metric]), 6),
+        )
+        for split, values in splits.items()
+        for metric in HEADLINE_METRICS
+    ]
+
+
+def _source_name(args: dict[str, Any]) -> str:
+    cohort = str(args.get("cohort", "unknown"))
+    return Path(cohort).name if cohort not in ("mimic3", "mimic4", "meds") else cohort
+
+
+def _tokenizer_summary(tokenizer_config: dict[str, Any]) -> dict[str, Any]:
+    errors = tokenizer_config.get("level_errors") or []
+    return {
+        "kind": tokenizer_config.get("kind"),
+        "embedding_model": tokenizer_config.get("embedding_model") or "n/a",
+        "embedding_text": tokenizer_config.get("embedding_text") or "n/a",
+        "num_levels": tokenizer_config.get("num_levels"),
+        "codebook_size": tokenizer_config.get("codebook_size"),
+        "num_codes": len(tokenizer_config.get("codes", [])),
+        "collision_rate": f"{tokenizer_config.get('collision_rate', 0.0):.4f}",
+        "level_errors": ", ".join(f"{e:.4f}" for e in errors) or "n/a",
+        "fingerprint": tokenizer_config.get("fingerprint"),
+    }
+
+
+def _license_fields(license: str | None) -> dict[str, str]:
+    if license:
+        return {"license": license}
+    return {"license": "other", "license_name": MIMIC_LICENSE_NAME, "license_link": MIMIC_LICENSE_LINK}
+
+
+def _gating_fields() -> dict[str, Any]:
+    return {"extra_gated_prompt": GATED_PROMPT, "extra_gated_fields": GATED_FIELDS}
+
+
+def _license_note(license: str | None, gated: bool) -> str:
+    note = (
+        f"Licence: `{license}`, chosen by the publisher."
+        if license
+        else (
+            "The weights were trained on data distributed under the PhysioNet Credentialed Health Data "
+            f"License 1.5.0 ([terms]({MIMIC_LICENSE_LINK})); they are released under the same terms."
+        )
+    )
+    if gated:
+        note += (
+            " Access is gated: users must state their PhysioNet credentials and accept the terms on the Hub."
+        )
+    return note
