@@ -40,6 +40,7 @@ from .configuration_shark import SharkConfig
 from .data.collator import VisitCollator
 from .metrics import compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
+from .plots import plot_training_curves
 from .privacy import membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
 
@@ -289,7 +290,7 @@ def train(args: TrainingArguments) -> dict:
     }
     if accelerator.is_main_process:
         _write_json(output_dir / "metrics.json", results)
-        plot_training_curves(state.history, output_dir / "training_curves.png")
+        plot_training_curves({output_dir.name: state.history}, output_dir / "training_curves.png")
         test = results["test"]
         logger.info("Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f", *(test[k] for k in _HEADLINE))
     accelerator.end_training()
@@ -390,39 +391,18 @@ def _latest_checkpoint(folder: Path) -> Path:
     return checkpoints[-1]
 
 
-def plot_training_curves(history: list[dict], path: Path) -> None:
-    """Train loss and validation P@10 per epoch, side by side, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
-    left.plot(epochs, [r["validation_loss"] for r in history], marker="o", label="validation")
-    left.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
-    left.legend()
-    right.plot(epochs, [r[f"validation_{SELECTION_METRIC}"] for r in history], marker="o")
-    right.set(xlabel="epoch", ylabel=SELECTION_METRIC, title=f"Validation {SELECTION_METRIC}")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, content: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(content, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-def _available_trackers() -> list[str]:
+def _available_trackers() -> list[str] | None:
+    """TensorBoard when installed, else no tracker (metrics still go to log.jsonl)."""
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        return []
+        return None
     return ["tensorboard"]
 
 

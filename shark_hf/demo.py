@@ -1,0 +1,159 @@
+"""`make demo` / `shark-hf demo`: the whole SHARK pipeline on the built-in MIMIC-III-like cohort.
+
+built-in cohort (MIMIC-III CSVs) -> `build_cohort("mimic3")` -> embed the ICD-9 descriptions (cached) ->
+fit the tokenizer (L=4, K=128) and the random-ID baseline -> train both -> evaluate -> `out_dir/` with the
+models, tokenizers, cards, `metrics.md` and pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .cards import model_card
+from .codes import ancestors
+from .data.cohort import build_cohort
+from .data.synthetic import write_synthetic_cohort
+from .embeddings import embed_codes
+from .modeling_shark import SharkForDiagnosisPrediction
+from .plots import plot_code_map, plot_training_curves, plot_visit_attention
+from .tokenization_shark import SharkTokenizer
+from .training import TrainingArguments, train
+
+logger = logging.getLogger(__name__)
+
+HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
+RUNS = {"SHARK SID": "shark", "Random ID": "random_id"}
+
+
+def run_demo(out_dir: str | Path = "demo_output", seed: int = 0, num_epochs: int = 30) -> dict:
+    """Run the pipeline into `out_dir`; returns {run name: test metrics}."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cohort_dir = _build_cohort(out, seed)
+    tokenizers = _fit_tokenizers(out, cohort_dir, seed)
+    results = {}
+    for name, folder in RUNS.items():
+        print(f"[demo] training {name} ...", flush=True)
+        args = TrainingArguments(
+            output_dir=str(out / folder),
+            cohort=str(cohort_dir),
+            tokenizer=str(tokenizers[folder]),
+            seed=seed,
+            num_epochs=num_epochs,
+        )
+        results[name] = train(args)
+        _write_card(out / folder, out / folder / "README.md")
+    _write_metrics_table(results, out / "metrics.md")
+    histories = {name: _read_log(out / folder / "log.jsonl") for name, folder in RUNS.items()}
+    plot_training_curves(histories, out / "training_curves.png")
+    _plot_attention(out / "shark", cohort_dir, out / "visit_attention.png")
+    elapsed = time.perf_counter() - start
+    _print_summary(out, results, elapsed)
+    return {name: r["test"] for name, r in results.items()}
+
+
+def _build_cohort(out: Path, seed: int) -> Path:
+    print("[demo] writing the built-in MIMIC-III-like cohort and building it with the mimic3 builder ...")
+    raw = write_synthetic_cohort(out / "raw_mimic3", scale="mimic3", seed=seed)
+    cohort, report = build_cohort("mimic3", root=raw, seed=seed, return_report=True)
+    print(report)
+    cohort_dir = out / "cohort"
+    cohort.save_to_disk(str(cohort_dir))
+    return cohort_dir
+
+
+def _fit_tokenizers(out: Path, cohort_dir: Path, seed: int) -> dict[str, Path]:
+    from datasets import load_from_disk
+
+    cohort = load_from_disk(str(cohort_dir))
+    codes = sorted({c for split in cohort.values() for visits in split["visits"] for v in visits for c in v})
+    print(f"[demo] embedding {len(codes)} ICD-9 descriptions (cached after the first run) ...", flush=True)
+    embeddings = embed_codes(codes)
+    print("[demo] fitting Residual K-Means codebooks (L=4, K=128) ...", flush=True)
+    semantic = SharkTokenizer.fit(embeddings, num_levels=4, codebook_size=128, seed=seed)
+    random_ids = SharkTokenizer.random_ids(codes, num_levels=4, codebook_size=128, seed=seed)
+    folders = {"shark": out / "tokenizer", "random_id": out / "random_id_tokenizer"}
+    semantic.save_pretrained(folders["shark"])
+    random_ids.save_pretrained(folders["random_id"])
+    (out / "tokenizer_report.txt").write_text(str(semantic.cluster_report()) + "\n")
+    chapters = [_chapter(code) for code in embeddings.codes]
+    plot_code_map(embeddings.vectors, semantic.ids[:, 0], chapters, out / "code_map.png")
+    return folders
+
+
+def _chapter(code: str) -> str:
+    try:
+        return ancestors(code)[0].description
+    except (KeyError, IndexError):
+        return "unknown"
+
+
+def _write_card(model_dir: Path, path: Path) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    tokenizer_config = json.loads((model_dir / "tokenizer" / "tokenizer_config.json").read_text())
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    card = model_card(config, tokenizer_config, metrics, repo_id=f"your-org/{model_dir.name}")
+    card.save(path)
+
+
+def _write_metrics_table(results: dict[str, dict], path: Path) -> None:
+    lines = [
+        "# Built-in MIMIC-III-like cohort: test metrics",
+        "",
+        "| model | " + " | ".join(HEADLINE) + " | test samples | best epoch | membership AUC |",
+        "|---|" + "---|" * (len(HEADLINE) + 3),
+    ]
+    for name, result in results.items():
+        test = result["test"]
+        cells = [f"{100 * test[k]:.2f}" for k in HEADLINE]
+        auc = result["privacy"]["membership_inference_auc"]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {test['num_samples']} | {result['best_epoch']} | {auc:.3f} |"
+        )
+    lines += ["", "Metrics in %, as in the paper's Table 2 (P@k visit-level, Acc@k code-level)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plot_attention(model_dir: Path, cohort_dir: Path, path: Path) -> None:
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(cohort_dir))["test"]
+    lengths = [len(v) for v in test["visits"]]
+    row = test[max(range(len(lengths)), key=lambda i: (min(lengths[i], 6), -i))]
+    tokenizer = SharkTokenizer.from_pretrained(model_dir / "tokenizer")
+    model = SharkForDiagnosisPrediction.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        prediction = model.predict(tokenizer([row["visits"]]), top_k=5)[0]
+    title = f"Patient {row['patient_id']}: attention over {len(row['visits'])} visits"
+    plot_visit_attention(prediction["visit_attention"], row["visits"], path, title)
+
+
+def _print_summary(out: Path, results: dict[str, dict], elapsed: float) -> None:
+    print()
+    print((out / "metrics.md").read_text())
+    print(f"Done in {elapsed:.0f} s. Everything is in {out}/:")
+    for name, what in (
+        ("shark/", "SHARK model (config.json, model.safetensors, README.md card, metrics.json, log.jsonl)"),
+        ("shark/tokenizer/", "its tokenizer (codebooks.safetensors, tokenizer_config.json, README.md card)"),
+        ("random_id/", "the random-ID baseline model"),
+        ("metrics.md", "the two rows side by side"),
+        ("training_curves.png", "loss and validation P@10 per epoch"),
+        ("code_map.png", "codes coloured by first-level semantic ID, ICD chapters as markers"),
+        ("visit_attention.png", "attention over the visits of one test patient"),
+        ("tokenizer_report.txt", "clusters, purity, cross-chapter ID sharing (paper Tables 4-5)"),
+    ):
+        print(f"  {out / name}: {what}")
+    print()
+    print("Predict with it:")
+    print(f"  echo '[[[\"401.9\", \"250.00\"], [\"414.01\", \"428.0\"]]]' > patients.json")
+    print(f"  .venv/bin/shark-hf predict --model {out / 'shark'} --input patients.json --top-k 5")
