@@ -20,7 +20,14 @@ from . import __version__
 
 logger = logging.getLogger("shark_hf")
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 class UserError(Exception):
@@ -34,7 +41,7 @@ def _examples(*lines: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shark-hf",
-        description="SHARK semantic IDs for medical codes: embed, tokenize, build cohorts, train, predict, share.",
+        description="SHARK semantic IDs for medical codes: embed, tokenize, build, train, predict, share.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples(
             "shark-hf demo --out demo_output",
@@ -63,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
 def _embed_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--codes", type=Path, help="Text file with one code per line (any spelling).")
-    source.add_argument("--cohort", type=Path, help="A cohort folder (build-dataset): embed every code in it.")
+    source.add_argument(
+        "--cohort", type=Path, help="A cohort folder (build-dataset): embed every code in it."
+    )
     source.add_argument("--system", choices=["ICD9CM", "ICD10CM"], help="Embed every code of a code system.")
     p.add_argument("--out", type=Path, required=True, help="Output .safetensors file.")
     p.add_argument("--model", default=None, help="sentence-transformers model path or id (default: MiniLM).")
@@ -76,7 +85,9 @@ def _embed(args: argparse.Namespace) -> None:
     from .embeddings import embed_codes
 
     codes = _codes_for_embedding(args)
-    embeddings = embed_codes(codes, model=args.model, text=args.text, batch_size=args.batch_size, device=args.device)
+    embeddings = embed_codes(
+        codes, model=args.model, text=args.text, batch_size=args.batch_size, device=args.device
+    )
     embeddings.save(args.out)
     print(f"Embedded {len(embeddings)} codes ({embeddings.dim}-d, {embeddings.text}) -> {args.out}")
 
@@ -97,12 +108,16 @@ def _codes_for_embedding(args: argparse.Namespace) -> list[str]:
 
 def cohort_codes(cohort) -> list[str]:
     """Every distinct diagnosis code in a cohort's input visits, sorted."""
-    return sorted({code for split in cohort.values() for visits in split["visits"] for v in visits for code in v})
+    return sorted(
+        {code for split in cohort.values() for visits in split["visits"] for v in visits for code in v}
+    )
 
 
 # -- fit-tokenizer --------------------------------------------------------------------------------------
 def _fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embeddings", type=Path, required=True, help="Embeddings file (.safetensors, .npy, ...).")
+    p.add_argument(
+        "--embeddings", type=Path, required=True, help="Embeddings file (.safetensors, .npy, ...)."
+    )
     p.add_argument("--key", default=None, help="Which set of a multi-set file (Dryad embeddings.json).")
     p.add_argument("--out", type=Path, required=True, help="Output tokenizer folder.")
     p.add_argument("--kind", default="semantic", choices=["semantic", "random", "index"])
@@ -122,25 +137,35 @@ def _fit_tokenizer(args: argparse.Namespace) -> None:
             embeddings, args.levels, args.codebook_size, seed=args.seed, deduplicate=args.deduplicate
         )
     elif args.kind == "random":
-        tokenizer = SharkTokenizer.random_ids(embeddings.codes, args.levels, args.codebook_size, seed=args.seed)
+        tokenizer = SharkTokenizer.random_ids(
+            embeddings.codes, args.levels, args.codebook_size, seed=args.seed
+        )
     else:
         tokenizer = SharkTokenizer.index(embeddings.codes)
     tokenizer.save_pretrained(args.out)
-    print(f"{tokenizer.kind} tokenizer: {len(tokenizer)} codes, L={tokenizer.num_levels}, "
-          f"K={tokenizer.codebook_size}, collision rate {tokenizer.collision_rate:.4f} -> {args.out}")
+    print(
+        f"{tokenizer.kind} tokenizer: {len(tokenizer)} codes, L={tokenizer.num_levels}, "
+        f"K={tokenizer.codebook_size}, collision rate {tokenizer.collision_rate:.4f} -> {args.out}"
+    )
 
 
 # -- build-dataset --------------------------------------------------------------------------------------
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mimic3", "mimic4", "meds", "table", "synthetic"])
     p.add_argument("--root", type=Path, help="Data folder (or file for `table`).")
-    p.add_argument("--out", type=Path, required=True, help="Output folder (a datasets.save_to_disk folder; "
-                   "for `synthetic`, the MIMIC-format CSV folder).")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="Output folder (a datasets.save_to_disk folder; for `synthetic`, the MIMIC-format CSV folder).",
+    )
     p.add_argument("--label-space", default="ccs", choices=["ccs", "ccsr", "code"])
     p.add_argument("--min-visits", type=int, default=2)
     p.add_argument("--sample", default="last", choices=["last", "all_prefixes"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strict", action="store_true", help="Fail on the first unusable row instead of counting it.")
+    p.add_argument(
+        "--strict", action="store_true", help="Fail on the first unusable row instead of counting it."
+    )
     p.add_argument("--scale", default="mimic3", choices=["mimic3", "mimic4"], help="synthetic: cohort size.")
     p.add_argument("--patient-col", help="table: patient id column.")
     p.add_argument("--visit-col", help="table: visit id column.")
@@ -212,7 +237,16 @@ def _train(args: argparse.Namespace, rest: list[str]) -> None:
     if args.num_processes and args.num_processes > 1:
         command += ["--multi_gpu", "--num_processes", str(args.num_processes), "--num_machines", "1"]
     elif not args.accelerate_config:
-        command += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += [
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
     command += ["-m", "shark_hf.training", *rest]
     env = dict(os.environ)
     if args.num_processes and args.num_processes > 1 and not _has_cuda():
@@ -256,13 +290,21 @@ def _evaluate(args: argparse.Namespace) -> None:
 # -- predict --------------------------------------------------------------------------------------------
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="A trained model folder.")
-    p.add_argument("--input", type=Path, required=True,
-                   help='JSON: a list of patients; a patient is a list of visits (lists of codes) or '
-                        '{"patient_id": ..., "visits": [[...], ...]}.')
+    p.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="JSON: a list of patients; a patient is a list of visits (lists of codes) or "
+        '{"patient_id": ..., "visits": [[...], ...]}.',
+    )
     p.add_argument("--tokenizer", default=None, help="Tokenizer folder (default: MODEL/tokenizer).")
     p.add_argument("--top-k", type=int, default=20)
-    p.add_argument("--unknown", default="error", choices=["error", "skip", "embed"],
-                   help="Codes the tokenizer never saw: fail, drop them, or embed them on the fly.")
+    p.add_argument(
+        "--unknown",
+        default="error",
+        choices=["error", "skip", "embed"],
+        help="Codes the tokenizer never saw: fail, drop them, or embed them on the fly.",
+    )
     p.add_argument("--out", type=Path, help="Write the predictions as JSON here (default: stdout).")
 
 
@@ -292,11 +334,15 @@ def _read_patients(path: Path) -> list[dict]:
     for i, item in enumerate(data):
         patient = item if isinstance(item, dict) else {"patient_id": str(i), "visits": item}
         visits = patient.get("visits")
-        valid = isinstance(visits, list) and visits and all(
-            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in visits
+        valid = (
+            isinstance(visits, list)
+            and visits
+            and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in visits)
         )
         if not valid:
-            raise UserError(f"{path}: patient {i} must be a non-empty list of visits, each a list of code strings")
+            raise UserError(
+                f"{path}: patient {i} must be a non-empty list of visits, each a list of code strings"
+            )
         patients.append({"patient_id": str(patient.get("patient_id", i)), "visits": visits})
     return patients
 
@@ -319,12 +365,16 @@ def _inspect(args: argparse.Namespace) -> None:
 # -- push -----------------------------------------------------------------------------------------------
 def _push_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="A trained model folder (with metrics.json).")
-    p.add_argument("--tokenizer", type=Path, default=None, help="Tokenizer folder (default: MODEL/tokenizer).")
+    p.add_argument(
+        "--tokenizer", type=Path, default=None, help="Tokenizer folder (default: MODEL/tokenizer)."
+    )
     p.add_argument("--repo", required=True, help="Hub repository, ORG/NAME.")
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", default=None, help="Branch to push to (created from main if missing).")
     p.add_argument("--token", default=None, help="Hub token (default: the logged-in token or HF_TOKEN).")
-    p.add_argument("--license", default=None, help="Licence of the weights (default: the MIMIC data-use terms).")
+    p.add_argument(
+        "--license", default=None, help="Licence of the weights (default: the MIMIC data-use terms)."
+    )
     p.add_argument("--no-gating", action="store_true", help="Do not ask users to accept terms before access.")
 
 
@@ -385,42 +435,81 @@ def _load_model(model_dir: Path, tokenizer_dir: str | None):
 
 
 COMMANDS: dict[str, tuple[Callable, Callable, str, tuple[str, ...]]] = {
-    "embed": (_embed_args, _embed, "Embed code descriptions with a language model.", (
-        "shark-hf embed --system ICD9CM --out icd9.safetensors",
-        "shark-hf embed --cohort cohort/ --text hierarchy --out emb.safetensors",
-    )),
-    "fit-tokenizer": (_fit_args, _fit_tokenizer, "Fit Residual K-Means codebooks: codes -> semantic IDs.", (
-        "shark-hf fit-tokenizer --embeddings emb.safetensors --levels 4 --codebook-size 128 --out tok/",
-        "shark-hf fit-tokenizer --embeddings emb.safetensors --kind random --out random_tok/",
-    )),
-    "build-dataset": (_dataset_args, _build_dataset, "Build a cohort (datasets) from MIMIC, MEDS or a table.", (
-        "shark-hf build-dataset synthetic --out raw/",
-        "shark-hf build-dataset mimic3 --root /data/mimic-iii-1.4 --out cohort/",
-        "shark-hf build-dataset mimic4 --root /data/mimiciv/3.1 --out cohort4/",
-        "shark-hf build-dataset table --root dx.csv --patient-col pid --visit-col enc --code-col icd "
-        "--system ICD10CM --out cohort/",
-    )),
-    "train": (_train_args, _train, "Train with Accelerate (all other flags go to training/train.py).", (
-        "shark-hf train --cohort cohort/ --tokenizer tok/ --output_dir runs/shark",
-        "shark-hf train --num-processes 2 --cohort cohort/ --tokenizer tok/ --output_dir runs/ddp",
-    )),
-    "evaluate": (_evaluate_args, _evaluate, "Evaluate a trained model on a cohort split.", (
-        "shark-hf evaluate --model runs/shark --cohort cohort/ --split test",
-    )),
-    "predict": (_predict_args, _predict, "Predict next-visit categories for patients given as JSON.", (
-        'echo \'[[["401.9", "250.00"], ["414.01"]]]\' > patients.json',
-        "shark-hf predict --model runs/shark --input patients.json --top-k 5",
-    )),
-    "inspect-tokenizer": (_inspect_args, _inspect, "Report clusters, purity and cross-chapter ID sharing.", (
-        "shark-hf inspect-tokenizer tok/",
-        "shark-hf inspect-tokenizer tok/ --json > report.json",
-    )),
-    "push": (_push_args, _push, "Push a model and its tokenizer to the Hub with model cards.", (
-        "shark-hf push --model runs/shark --repo my-org/shark-mimic3 --private",
-    )),
-    "demo": (_demo_args, _demo, "Run the whole pipeline on the built-in cohort (what `make demo` runs).", (
-        "shark-hf demo --out demo_output",
-    )),
+    "embed": (
+        _embed_args,
+        _embed,
+        "Embed code descriptions with a language model.",
+        (
+            "shark-hf embed --system ICD9CM --out icd9.safetensors",
+            "shark-hf embed --cohort cohort/ --text hierarchy --out emb.safetensors",
+        ),
+    ),
+    "fit-tokenizer": (
+        _fit_args,
+        _fit_tokenizer,
+        "Fit Residual K-Means codebooks: codes -> semantic IDs.",
+        (
+            "shark-hf fit-tokenizer --embeddings emb.safetensors --levels 4 --codebook-size 128 --out tok/",
+            "shark-hf fit-tokenizer --embeddings emb.safetensors --kind random --out random_tok/",
+        ),
+    ),
+    "build-dataset": (
+        _dataset_args,
+        _build_dataset,
+        "Build a cohort (datasets) from MIMIC, MEDS or a table.",
+        (
+            "shark-hf build-dataset synthetic --out raw/",
+            "shark-hf build-dataset mimic3 --root /data/mimic-iii-1.4 --out cohort/",
+            "shark-hf build-dataset mimic4 --root /data/mimiciv/3.1 --out cohort4/",
+            "shark-hf build-dataset table --root dx.csv --patient-col pid --visit-col enc --code-col icd "
+            "--system ICD10CM --out cohort/",
+        ),
+    ),
+    "train": (
+        _train_args,
+        _train,
+        "Train with Accelerate (all other flags go to training/train.py).",
+        (
+            "shark-hf train --cohort cohort/ --tokenizer tok/ --output_dir runs/shark",
+            "shark-hf train --num-processes 2 --cohort cohort/ --tokenizer tok/ --output_dir runs/ddp",
+        ),
+    ),
+    "evaluate": (
+        _evaluate_args,
+        _evaluate,
+        "Evaluate a trained model on a cohort split.",
+        ("shark-hf evaluate --model runs/shark --cohort cohort/ --split test",),
+    ),
+    "predict": (
+        _predict_args,
+        _predict,
+        "Predict next-visit categories for patients given as JSON.",
+        (
+            'echo \'[[["401.9", "250.00"], ["414.01"]]]\' > patients.json',
+            "shark-hf predict --model runs/shark --input patients.json --top-k 5",
+        ),
+    ),
+    "inspect-tokenizer": (
+        _inspect_args,
+        _inspect,
+        "Report clusters, purity and cross-chapter ID sharing.",
+        (
+            "shark-hf inspect-tokenizer tok/",
+            "shark-hf inspect-tokenizer tok/ --json > report.json",
+        ),
+    ),
+    "push": (
+        _push_args,
+        _push,
+        "Push a model and its tokenizer to the Hub with model cards.",
+        ("shark-hf push --model runs/shark --repo my-org/shark-mimic3 --private",),
+    ),
+    "demo": (
+        _demo_args,
+        _demo,
+        "Run the whole pipeline on the built-in cohort (what `make demo` runs).",
+        ("shark-hf demo --out demo_output",),
+    ),
 }
 
 
@@ -430,8 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s",
-                        level=logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(
+        format="%(levelname)s %(name)s: %(message)s", level=logging.DEBUG if args.verbose else logging.INFO
+    )
     try:
         if args.command == "train":
             args.run(args, rest)

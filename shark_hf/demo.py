@@ -114,7 +114,9 @@ def _write_metrics_table(results: dict[str, dict], path: Path) -> None:
         cells = [f"{100 * test[k]:.2f}" for k in HEADLINE]
         auc = result["privacy"]["membership_inference_auc"]
         lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {test['num_samples']} | {result['best_epoch']} | {auc:.3f} |"
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {test['num_samples']} | {result['best_epoch']} | {auc:.3f} |"
         )
     lines += ["", "Metrics in %, as in the paper's Table 2 (P@k visit-level, Acc@k code-level)."]
     path.write_text("\n".join(lines) + "\n")
@@ -155,5 +157,5 @@ def _print_summary(out: Path, results: dict[str, dict], elapsed: float) -> None:
         print(f"  {out / name}: {what}")
     print()
     print("Predict with it:")
-    print(f"  echo '[[[\"401.9\", \"250.00\"], [\"414.01\", \"428.0\"]]]' > patients.json")
+    print('  echo \'[[["401.9", "250.00"], ["414.01", "428.0"]]]\' > patients.json')
     print(f"  .venv/bin/shark-hf predict --model {out / 'shark'} --input patients.json --top-k 5")

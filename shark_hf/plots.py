@@ -41,7 +41,9 @@ def plot_training_curves(histories: Mapping[str, Sequence[dict]], path: str | Pa
         epochs = [r["epoch"] for r in history]
         color = f"C{i}"
         loss_ax.plot(epochs, [r["train_loss"] for r in history], color=color, label=f"{name} train")
-        loss_ax.plot(epochs, [r["validation_loss"] for r in history], color=color, ls="--", label=f"{name} val")
+        loss_ax.plot(
+            epochs, [r["validation_loss"] for r in history], color=color, ls="--", label=f"{name} val"
+        )
         p10_ax.plot(epochs, [r["validation_P@10"] for r in history], color=color, marker=".", label=name)
     loss_ax.set(xlabel="epoch", ylabel="BCE loss (nats per label)", title="Loss")
     p10_ax.set(xlabel="epoch", ylabel="P@10", title="Validation P@10")
@@ -58,7 +60,7 @@ def plot_code_map(
     Args:
         vectors: `[N, D]` code embeddings.
         first_level_ids: `[N]` first semantic ID of each code (the colour).
-        chapters: `N` chapter names (the marker; the 9 largest chapters get their own marker, the rest "other").
+        chapters: `N` chapter names (the marker: the 9 largest chapters get their own, the rest "other").
     """
     centered = vectors.double() - vectors.double().mean(dim=0)
     _, _, v = torch.linalg.svd(centered, full_matrices=False)
@@ -73,8 +75,14 @@ def plot_code_map(
             continue
         colors = [cmap(int(first_level_ids[i]) / num_ids) for i in rows]
         label = (chapter or "other chapters")[:48]
-        ax.scatter(xy[rows, 0], xy[rows, 1], c=colors, marker=marker, s=9, alpha=0.7, linewidths=0, label=label)
-    ax.set(xlabel="PC 1", ylabel="PC 2", title="Codes by first-level semantic ID (colour) and ICD chapter (marker)")
+        ax.scatter(
+            xy[rows, 0], xy[rows, 1], c=colors, marker=marker, s=9, alpha=0.7, linewidths=0, label=label
+        )
+    ax.set(
+        xlabel="PC 1",
+        ylabel="PC 2",
+        title="Codes by first-level semantic ID (colour) and ICD chapter (marker)",
+    )
     legend = ax.legend(fontsize=6, loc="best", markerscale=2)
     for handle in legend.legend_handles:
         handle.set_color("black")

@@ -25,7 +25,9 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Returns:
         `[N]` float32 losses in nats per label.
     """
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.float(), labels.float(), reduction="none"
+    )
     return losses.mean(dim=1)
 
 

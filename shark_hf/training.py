@@ -55,9 +55,13 @@ REPORT_KS = (5, 10, 15, 20, 25, 30)
 class TrainingArguments:
     """Options of `train`. Every field is also a `--flag` of `training/train.py`."""
 
-    output_dir: str = field(metadata={"help": "Folder for the best model, tokenizer, metrics and checkpoints."})
+    output_dir: str = field(
+        metadata={"help": "Folder for the best model, tokenizer, metrics and checkpoints."}
+    )
     cohort: str = field(
-        metadata={"help": "A `datasets.save_to_disk` folder, or a builder name (mimic3, mimic4, meds) with --root."}
+        metadata={
+            "help": "A `datasets.save_to_disk` folder, or a builder name (mimic3, mimic4, meds) with --root."
+        }
     )
     tokenizer: str = field(metadata={"help": "A SharkTokenizer folder or Hub repo id."})
     root: str | None = field(default=None, metadata={"help": "Data root when --cohort is a builder name."})
@@ -80,8 +84,12 @@ class TrainingArguments:
     eval_batch_size: int = field(default=256, metadata={"help": "Patients per evaluation batch and process."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     max_visits: int | None = field(default=None, metadata={"help": "Keep only the most recent visits."})
-    patience: int = field(default=5, metadata={"help": "Epochs without validation P@10 gain before stopping."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (where the hardware has it)."})
+    patience: int = field(
+        default=5, metadata={"help": "Epochs without validation P@10 gain before stopping."}
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": "no, fp16 or bf16 (where the hardware has it)."}
+    )
     checkpoint_steps: int | None = field(
         default=None, metadata={"help": "Save the full training state every N training batches."}
     )
@@ -128,7 +136,7 @@ def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]
 def build_model(
     args: TrainingArguments, tokenizer: SharkTokenizer, label_names: dict[str, str]
 ) -> SharkForDiagnosisPrediction:
-    """A fresh model for `tokenizer`, or `args.init_from` with its head re-initialised if the labels differ."""
+    """A new model for `tokenizer`, or `args.init_from` (head re-initialised if the labels differ)."""
     config = SharkConfig.from_tokenizer(
         tokenizer,
         label_names,
@@ -219,7 +227,9 @@ def evaluate_model(
     return evaluate_split(accelerator.prepare(model), loader, accelerator)
 
 
-def make_dataloader(split, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
+def make_dataloader(
+    split, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int
+) -> DataLoader:
     """A DataLoader over a cohort split. Once prepared by Accelerate, the shuffling order is a function of
     the seed and the epoch only (a seedable sampler), so a resumed run sees the same batches."""
     columns = [c for c in ("visits", "labels") if c in split.column_names]
@@ -233,7 +243,7 @@ def make_dataloader(split, collator: VisitCollator, batch_size: int, shuffle: bo
 
 
 def train(args: TrainingArguments) -> dict:
-    """Train, select the best epoch on validation P@10, evaluate it on test; returns `metrics.json`'s content."""
+    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json."""
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -413,7 +423,9 @@ def _tracker_config(args: TrainingArguments) -> dict:
 def _log_cohort(cohort: DatasetDict, model, accelerator: Accelerator) -> None:
     sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
     params = sum(p.numel() for p in model.parameters())
-    logger.info("Cohort: %s samples; model: %d parameters; %d process(es)", sizes, params, accelerator.num_processes)
+    logger.info(
+        "Cohort: %s samples; model: %d parameters; %d process(es)", sizes, params, accelerator.num_processes
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -81,7 +81,9 @@ class HubState:
     def new_commit(self, repo: Repo, branch: str, message: str, files: dict[str, bytes]) -> Commit:
         parent = repo.branches.get(branch)
         seed = f"{repo.repo_id}\n{parent}\n{message}\n{len(repo.commits)}".encode()
-        oid = hashlib.sha1(seed + b"".join(git_blob_oid(files[p]).encode() for p in sorted(files))).hexdigest()
+        oid = hashlib.sha1(
+            seed + b"".join(git_blob_oid(files[p]).encode() for p in sorted(files))
+        ).hexdigest()
         commit = Commit(oid, parent, message, files)
         repo.commits[oid] = commit
         repo.branches[branch] = oid
@@ -219,7 +221,9 @@ class HubHandler(BaseHTTPRequestHandler):
                 folders.add(prefix + rest.split("/", 1)[0])
                 continue
             entries.append(self._file_entry(path, content))
-        dirs = [{"type": "directory", "path": d, "oid": hashlib.sha1(d.encode()).hexdigest()} for d in folders]
+        dirs = [
+            {"type": "directory", "path": d, "oid": hashlib.sha1(d.encode()).hexdigest()} for d in folders
+        ]
         self._json(sorted(dirs, key=lambda d: d["path"]) + entries)
 
     def _paths_info(self, repo: Repo, revision: str, body: bytes) -> None:
