@@ -96,7 +96,7 @@ def model_card(
         pipeline_tag="tabular-classification",
         tags=["shark", "ehr", "diagnosis-prediction", "semantic-ids", "medical-codes", label_space],
         model_name=repo_id,
-        eval_results=_eval_results(splits, data_source or _source_name(args)),
+        eval_results=_eval_results(splits, data_source or _source_name(args)) or None,
         **_license_fields(license),
         **(_gating_fields() if gated else {}),
     )

@@ -28,23 +28,23 @@ class SharkConfig(PreTrainedConfig):
 
     Args:
         num_levels (`int`, *optional*):
-            L, the number of semantic-ID levels per code (the last dimension of `input_ids`). Defaults to 4 for
-            `semantic_id` / `random_id` and to 1 for `learned`.
+            L, the number of semantic-ID levels per code (the last dimension of `input_ids`). Defaults to 4
+            for `semantic_id` / `random_id` and to 1 for `learned`.
         codebook_size (`int`, *optional*):
-            K, the number of codewords per level; ids must lie in `[0, K)`. Defaults to 128 for `semantic_id` /
-            `random_id` and to `num_codes` for `learned`.
+            K, the number of codewords per level; ids must lie in `[0, K)`. Defaults to 128 for
+            `semantic_id` / `random_id` and to `num_codes` for `learned`.
         embed_dim (`int`, *optional*, defaults to 16):
             d, the width of one codeword embedding (the paper's d = 16).
         hidden_size (`int`, *optional*, defaults to 16):
             Hidden width of each of the two GRUs (the paper sets diseases and patients to 16).
         composition (`str`, *optional*, defaults to `"sum"`):
-            How the L codeword embeddings of a code are combined: `"sum"` gives code vectors of width `embed_dim`,
-            `"concat"` gives width `num_levels * embed_dim`. Visit vectors, beta (feature attention) and the
-            patient context vector all have this width, [`SharkConfig.visit_dim`].
+            How the L codeword embeddings of a code are combined: `"sum"` gives code vectors of width
+            `embed_dim`, `"concat"` gives width `num_levels * embed_dim`. Visit vectors, beta (feature
+            attention) and the patient context vector all have this width, [`SharkConfig.visit_dim`].
         code_representation (`str`, *optional*, defaults to `"semantic_id"`):
-            `"semantic_id"` (SHARK: Residual K-Means ids), `"random_id"` (paper Table 2 baseline: L uniform random
-            ids) or `"learned"` (plain RETAIN: one free embedding per code, `num_levels=1`, one table of `num_codes`
-            rows).
+            `"semantic_id"` (SHARK: Residual K-Means ids), `"random_id"` (paper Table 2 baseline: L uniform
+            random ids) or `"learned"` (plain RETAIN: one free embedding per code, `num_levels=1`, one table
+            of `num_codes` rows).
         num_codes (`int`, *optional*):
             Number of codes in the per-code table; required for `"learned"`, unused otherwise.
         dropout (`float`, *optional*, defaults to 0.1):
@@ -54,12 +54,16 @@ class SharkConfig(PreTrainedConfig):
         label_descriptions (`dict[str, str]`, *optional*):
             Human-readable name of each label, e.g. `{"98": "Essential hypertension"}`; used by `predict`.
         tokenizer_fingerprint (`str`, *optional*):
-            sha256 fingerprint of the `SharkTokenizer` the model was built for; see [`SharkConfig.check_tokenizer`].
+            sha256 fingerprint of the `SharkTokenizer` the model was built for (codebooks and code table); see
+            [`SharkConfig.check_tokenizer`].
+        tokenizer_codebook_fingerprint (`str`, *optional*):
+            That tokenizer's `codebook_fingerprint` (codebooks only for semantic tokenizers, so it survives
+            `add_codes`; equal to `tokenizer_fingerprint` for random and index tokenizers).
         tokenizer_kind (`str`, *optional*):
             `kind` of that tokenizer (`"semantic"`, `"random"` or `"index"`).
 
-    The label space itself lives in the standard `id2label` / `label2id` / `num_labels` fields; `problem_type` is
-    `"multi_label_classification"`.
+    The label space itself lives in the standard `id2label` / `label2id` / `num_labels` fields;
+    `problem_type` is `"multi_label_classification"`.
 
     Example:
 
@@ -84,10 +88,11 @@ class SharkConfig(PreTrainedConfig):
     label_space: str | None = "ccs"
     label_descriptions: dict[str, str] | None = None
     tokenizer_fingerprint: str | None = None
+    tokenizer_codebook_fingerprint: str | None = None
     tokenizer_kind: Literal["semantic", "random", "index"] | None = None
-    problem_type: Literal["regression", "single_label_classification", "multi_label_classification"] | None = (
-        "multi_label_classification"
-    )
+    problem_type: (
+        Literal["regression", "single_label_classification", "multi_label_classification"] | None
+    ) = "multi_label_classification"
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.code_representation == "learned":
@@ -102,7 +107,7 @@ class SharkConfig(PreTrainedConfig):
 
     @property
     def visit_dim(self) -> int:
-        """Width D of code, visit, beta and context vectors: `embed_dim` (sum) or `num_levels * embed_dim` (concat)."""
+        """Width D of code, visit, beta and context vectors: `embed_dim` (sum) or `L * embed_dim` (concat)."""
         return self.embed_dim if self.composition == "sum" else self.num_levels * self.embed_dim
 
     def validate_shark(self) -> None:
@@ -161,6 +166,9 @@ class SharkConfig(PreTrainedConfig):
             "codebook_size": tokenizer.codebook_size,
             "code_representation": TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind],
             "tokenizer_fingerprint": tokenizer.fingerprint,
+            "tokenizer_codebook_fingerprint": getattr(
+                tokenizer, "codebook_fingerprint", tokenizer.fingerprint
+            ),
             "tokenizer_kind": tokenizer.kind,
             "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)},
@@ -171,19 +179,21 @@ class SharkConfig(PreTrainedConfig):
         for key, value in derived.items():
             if key in kwargs and kwargs[key] != value:
                 raise ValueError(
-                    f"{key}={kwargs[key]!r} was passed, but the tokenizer and label_names determine {key}={value!r}"
+                    f"{key}={kwargs[key]!r} was passed, but the tokenizer and label_names determine "
+                    f"{key}={value!r}"
                 )
         if "num_labels" in kwargs and kwargs.pop("num_labels") != len(labels):
             raise ValueError(f"num_labels does not match the {len(labels)} labels in label_names")
         return cls(**{**kwargs, **derived})
 
     def check_tokenizer(self, tokenizer: Any, allow_mismatch: bool = False) -> None:
-        """Raise a `ValueError` unless `tokenizer` produces ids this model was trained on.
+        """Raise a `ValueError` unless `tokenizer` produces the ids this model was trained on.
 
-        Shape-level incompatibilities (number of levels, codebook size, codes beyond the per-code table) are
-        always errors. A different fingerprint or tokenizer kind (e.g. another hospital's codebooks, or a tokenizer
-        extended with `add_codes`) is an error unless `allow_mismatch=True`, in which case it is logged as a
-        warning.
+        Accepted: the same `fingerprint`, or, for semantic tokenizers, the same `codebook_fingerprint` (the
+        same codebooks with a different code table, e.g. codes added with `add_codes`: their ids mean the
+        same). Shape-level incompatibilities (number of levels, a codebook or per-code table larger than the
+        model's) are always errors. Another fingerprint or tokenizer kind is an error unless
+        `allow_mismatch=True`, which logs it as a warning instead.
         """
         problems = []
         if tokenizer.num_levels != self.num_levels:
@@ -197,14 +207,21 @@ class SharkConfig(PreTrainedConfig):
         mismatches = []
         if expected_kind != self.code_representation:
             mismatches.append(
-                f"tokenizer kind {tokenizer.kind!r} produces {expected_kind!r} ids but the model was trained on "
-                f"{self.code_representation!r} ids"
+                f"tokenizer kind {tokenizer.kind!r} produces {expected_kind!r} ids but the model was "
+                f"trained on {self.code_representation!r} ids"
             )
+        codebook_fingerprint = getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint)
         if self.tokenizer_fingerprint is None:
-            logger.warning("The model config records no tokenizer_fingerprint; tokenizer compatibility not verified.")
-        elif tokenizer.fingerprint != self.tokenizer_fingerprint:
+            logger.warning(
+                "The model config records no tokenizer_fingerprint; tokenizer compatibility not verified."
+            )
+        elif tokenizer.fingerprint != self.tokenizer_fingerprint and (
+            self.tokenizer_codebook_fingerprint is None
+            or codebook_fingerprint != self.tokenizer_codebook_fingerprint
+        ):
             mismatches.append(
-                f"tokenizer fingerprint {tokenizer.fingerprint[:12]}... differs from the model's "
+                f"tokenizer fingerprint {tokenizer.fingerprint[:12]}... "
+                f"(codebooks {codebook_fingerprint[:12]}...) differs from the model's "
                 f"tokenizer_fingerprint {self.tokenizer_fingerprint[:12]}..."
             )
         if not mismatches:
@@ -218,7 +235,9 @@ class SharkConfig(PreTrainedConfig):
         logger.warning(f"{message} (allowed by allow_mismatch=True)")
 
 
-def _parse_label_names(label_names: Sequence[str] | Mapping[str, str]) -> tuple[list[str], dict[str, str] | None]:
+def _parse_label_names(
+    label_names: Sequence[str] | Mapping[str, str],
+) -> tuple[list[str], dict[str, str] | None]:
     """Split `label_names` into the ordered labels and their `{label: name}` descriptions (or None)."""
     if isinstance(label_names, str):
         raise TypeError("label_names must be a list of labels or a {label: name} dict, got a string")

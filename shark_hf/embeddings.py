@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -179,7 +179,8 @@ class ModelRef:
     Attributes:
         model_id: the name recorded in `CodeEmbeddings.model_id`.
         source: what the loader receives (a local directory or a Hub id).
-        backend: `sentence-transformers`, or `qwen3-embedding` (last-token pooling, left padding, query prompt).
+        backend: `sentence-transformers`, or `qwen3-embedding` (last-token pooling, left padding, query
+            prompt).
         dtype: weights dtype used for inference (`float32` on CPU; Qwen3-Embedding runs in bfloat16 on GPU).
         instruction: Qwen3-Embedding task description, None for other models.
         weights: identity of the weights: `sha256:<hex>` over the files of a local directory (names, sizes,
@@ -266,8 +267,9 @@ class TextEncoder:
             self.ref.source, padding_side="left", local_files_only=local
         )
         dtype = getattr(torch, self.ref.dtype)
-        self.model = AutoModel.from_pretrained(self.ref.source, dtype=dtype, local_files_only=local)
-        self.model.to(self.device).eval()
+        self.model = AutoModel.from_pretrained(
+            self.ref.source, dtype=dtype, device_map=self.device, local_files_only=local
+        ).eval()
         vocab = self.tokenizer.get_vocab()
         self.end_id = vocab.get("<|endoftext|>", self.tokenizer.eos_token_id)
         pad_id = self.tokenizer.pad_token_id
@@ -404,16 +406,28 @@ def embed_codes(
         encoder, ref = model, model.ref
     else:
         encoder, ref = None, resolve_model(model, device, instruction, cache_dir)
-    text_vectors = _cached_text_vectors(unique_texts, ref, encoder, device, batch_size, cache_dir, show_progress)
+    text_vectors = _cached_text_vectors(
+        unique_texts, ref, encoder, device, batch_size, cache_dir, show_progress
+    )
 
-    row = {t: i for i, t in enumerate(unique_texts)}
-    index = torch.tensor([row[t] for texts in texts_per_code for t in texts])
-    owner = torch.repeat_interleave(torch.tensor([len(texts) for texts in texts_per_code]))
-    summed = torch.zeros(len(codes), text_vectors.shape[1]).index_add_(0, owner, text_vectors[index])
-    vectors = summed / torch.bincount(owner, minlength=len(codes)).unsqueeze(1)
+    vectors = _mean_per_code(texts_per_code, unique_texts, text_vectors)
     if normalize:
         vectors = torch.nn.functional.normalize(vectors, dim=1)
     return CodeEmbeddings(codes, vectors, ref.model_id, text)
+
+
+def _mean_per_code(
+    texts_per_code: list[list[str]], unique_texts: list[str], text_vectors: torch.Tensor
+) -> torch.Tensor:
+    """Mean text vector per code: `[N, D]` from `text_vectors` `[len(unique_texts), D]`."""
+    row = {t: i for i, t in enumerate(unique_texts)}
+    index = torch.tensor([row[t] for texts in texts_per_code for t in texts])
+    counts = torch.tensor([len(texts) for texts in texts_per_code])
+    if bool((counts == 1).all()):
+        return text_vectors[index]
+    owner = torch.repeat_interleave(counts)
+    summed = torch.zeros(len(counts), text_vectors.shape[1]).index_add_(0, owner, text_vectors[index])
+    return summed / counts.unsqueeze(1)
 
 
 def _cached_text_vectors(
@@ -505,7 +519,9 @@ def _directory_digest(directory: Path, cache_dir: Path) -> str:
         if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
             entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _file_sha256(path)}
             memo[key], changed = entry, True
-        digest.update(f"{path.relative_to(directory).as_posix()}\t{stat.st_size}\t{entry['sha256']}\n".encode())
+        digest.update(
+            f"{path.relative_to(directory).as_posix()}\t{stat.st_size}\t{entry['sha256']}\n".encode()
+        )
     if changed:
         _atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
     return digest.hexdigest()
@@ -568,7 +584,9 @@ def load_embeddings(
     if codes is not None and suffix != ".npy":
         raise ValueError(f"{path}: codes= is only used for .npy files (other formats store their codes)")
     if key is not None and suffix not in (".json", ".parquet"):
-        raise ValueError(f"{path}: key= selects a JSON embedding set or a parquet column; not used for {suffix}")
+        raise ValueError(
+            f"{path}: key= selects a JSON embedding set or a parquet column; not used for {suffix}"
+        )
     if suffix == ".safetensors":
         return _load_safetensors(path)
     if suffix == ".npy":
@@ -577,7 +595,9 @@ def load_embeddings(
         return _load_parquet(path, key)
     if suffix == ".json":
         return _load_json(path, key)
-    raise ValueError(f"{path}: unsupported embeddings format {suffix!r}; use .safetensors, .npy, .parquet, .json")
+    raise ValueError(
+        f"{path}: unsupported embeddings format {suffix!r}; use .safetensors, .npy, .parquet, .json"
+    )
 
 
 def _load_safetensors(path: Path) -> CodeEmbeddings:
@@ -585,12 +605,14 @@ def _load_safetensors(path: Path) -> CodeEmbeddings:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != EMBEDDINGS_FORMAT or "vectors" not in f.keys():
-                raise ValueError(f"{path} was not written by CodeEmbeddings.save (format {metadata.get('format')!r})")
+                found = metadata.get("format")
+                raise ValueError(f"{path} was not written by CodeEmbeddings.save (format {found!r})")
             vectors = f.get_tensor("vectors")
     except SafetensorError as error:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     codes = json.loads(metadata["codes"])
-    return _checked(path, codes, vectors, metadata.get("model_id", path.name), metadata.get("text", "external"))
+    model_id, text = metadata.get("model_id", path.name), metadata.get("text", "external")
+    return _checked(path, codes, vectors, model_id, text)
 
 
 def _load_npy(path: Path, codes: Sequence[str] | None) -> CodeEmbeddings:
@@ -621,31 +643,44 @@ def _codes_file(npy: Path) -> list[str]:
 
 def _load_parquet(path: Path, key: str | None) -> CodeEmbeddings:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     if "code" not in table.column_names:
         raise ValueError(f"{path}: no 'code' column (columns: {table.column_names})")
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: no embeddings")
     codes = [str(code) for code in table.column("code").to_pylist()]
     list_columns = [name for name in ("vector", "embedding") if name in table.column_names]
     name = key or (list_columns[0] if list_columns else None)
-    if name is not None:
-        if name not in table.column_names:
-            raise ValueError(f"{path}: no column {name!r} (columns: {table.column_names})")
-        column = table.column(name).combine_chunks()
-        if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-            raise ValueError(f"{path}: column {name!r} holds {column.type}, expected a list of numbers per row")
-        rows = column.to_pylist()
-        vectors = _stack_rows(path, codes, rows)
-    else:
+    if name is None:  # one numeric column per coordinate
         names = [n for n in table.column_names if n != "code"]
         for n in names:
-            if not pa.types.is_integer(table.schema.field(n).type) and not pa.types.is_floating(
-                table.schema.field(n).type
-            ):
-                raise ValueError(f"{path}: column {n!r} is {table.schema.field(n).type}, expected numbers")
-        rows = [list(values) for values in zip(*(table.column(n).to_pylist() for n in names), strict=True)]
-        vectors = _stack_rows(path, codes, rows)
+            kind = table.schema.field(n).type
+            if not pa.types.is_integer(kind) and not pa.types.is_floating(kind):
+                raise ValueError(f"{path}: column {n!r} is {kind}, expected numbers")
+        columns = [table.column(n) for n in names]
+        if not columns or any(column.null_count for column in columns):
+            rows = [list(row) for row in zip(*(column.to_pylist() for column in columns), strict=True)]
+            return _checked(path, codes, _stack_rows(path, codes, rows), path.name, "external")
+        matrix = np.column_stack([column.to_numpy() for column in columns])
+    elif name not in table.column_names:
+        raise ValueError(f"{path}: no column {name!r} (columns: {table.column_names})")
+    else:
+        kind = table.schema.field(name).type
+        if not any(
+            check(kind) for check in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+        ):
+            raise ValueError(f"{path}: column {name!r} holds {kind}, expected a list of numbers per row")
+        column = table.column(name).combine_chunks()
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        values = column.flatten()
+        if column.null_count or values.null_count or (lengths != lengths[0]).any():
+            rows = column.to_pylist()  # slow path that names the row at fault
+            return _checked(path, codes, _stack_rows(path, codes, rows), path.name, "external")
+        matrix = values.to_numpy(zero_copy_only=False).reshape(len(codes), -1)
+    vectors = torch.from_numpy(np.array(matrix, dtype=np.float32))
     return _checked(path, codes, vectors, path.name, "external")
 
 
@@ -655,26 +690,26 @@ def _load_json(path: Path, key: str | None) -> CodeEmbeddings:
         raise ValueError(f"{path}: expected a JSON object of embedding sets or of code -> coordinates")
     first = next(iter(data.values()))
     if isinstance(first, dict) and isinstance(next(iter(first.values()), None), dict | list):
-        entries, model_id, system = _dryad_set(path, data, key), f"{path.name}#{key or _only_set(data)}", "ICD10CM"
+        key = _dryad_key(path, data, key)
+        entries, model_id, system = data[key], f"{path.name}#{key}", "ICD10CM"
+    elif key is not None:
+        raise ValueError(f"{path} maps codes to coordinates directly; it has no embedding sets for key=")
     else:
-        if key is not None:
-            raise ValueError(f"{path} maps codes to coordinates directly; it has no embedding sets for key=")
         entries, model_id, system = data, path.name, None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: embedding set {key!r} is not an object of code -> coordinates")
     codes = list(entries)
     rows = [_coordinates(path, code, value) for code, value in entries.items()]
     return _checked(path, codes, _stack_rows(path, codes, rows), model_id, "external", system)
 
 
-def _only_set(data: dict) -> str:
-    return next(name for name in data if "_cat_" not in name)
-
-
-def _dryad_set(path: Path, data: dict, key: str | None) -> dict:
+def _dryad_key(path: Path, data: dict, key: str | None) -> str:
+    """The code embedding set to read: `key`, or the only set without `_cat_` in its name."""
     code_sets = [name for name in data if "_cat_" not in name]
     if key is None:
         if len(code_sets) != 1:
             raise ValueError(f"{path} holds several embedding sets; pass key= one of {code_sets}")
-        key = code_sets[0]
+        return code_sets[0]
     if key not in data:
         raise KeyError(f"{path} has no embedding set {key!r}; code embedding sets: {code_sets}")
     if "_cat_" in key:
@@ -682,9 +717,7 @@ def _dryad_set(path: Path, data: dict, key: str | None) -> dict:
             f"{path}: {key!r} holds CCSR category embeddings (a '_cat_' set), not code embeddings; "
             f"use one of {code_sets}"
         )
-    if not isinstance(data[key], dict):
-        raise ValueError(f"{path}: embedding set {key!r} is not an object of code -> coordinates")
-    return data[key]
+    return key
 
 
 def _coordinates(path: Path, code: str, value: object) -> list[float]:
@@ -693,12 +726,14 @@ def _coordinates(path: Path, code: str, value: object) -> list[float]:
         try:
             order = sorted(value, key=int)
         except ValueError as error:
-            raise ValueError(f"{path}: code {code!r} has non-numeric coordinate keys {list(value)[:5]}") from error
+            keys = list(value)[:5]
+            raise ValueError(f"{path}: code {code!r} has non-numeric coordinate keys {keys}") from error
         if order != [str(i) for i in range(1, len(order) + 1)]:
             raise ValueError(f"{path}: code {code!r} coordinate keys are not 1..{len(order)}: {order[:5]}...")
         value = [value[k] for k in order]
     if not isinstance(value, list):
-        raise ValueError(f"{path}: code {code!r} has {type(value).__name__} coordinates, expected object or list")
+        kind = type(value).__name__
+        raise ValueError(f"{path}: code {code!r} has {kind} coordinates, expected an object or a list")
     try:
         return [float(v) for v in value]
     except (TypeError, ValueError) as error:
@@ -787,24 +822,26 @@ def _same_dir(a: str, b: str) -> bool:
 
 
 def _atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_path(path)
     try:
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def _atomic_write_text(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_path(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
+        tmp.write_text(content)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_path(path: Path) -> Path:
+    """A fresh hidden name next to `path` (same filesystem, so `os.replace` is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")

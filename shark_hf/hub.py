@@ -1,6 +1,7 @@
 """Publishing a trained model and its tokenizer as one Hub repository.
 
-Layout of the repository (what `shark-hf push` and `SharkForDiagnosisPrediction.push_to_hub` write):
+Layout of the repository (what `shark-hf push`, `push_model_and_tokenizer` and
+`SharkForDiagnosisPrediction.push_to_hub` write):
 
 ```
 README.md                         the SHARK model card (hub_cards/model_card.md), with model-index results
@@ -12,28 +13,65 @@ tokenizer/                        `SharkTokenizer.from_pretrained(repo, subfolde
 ```
 
 Only an allow-list of files is staged and uploaded: checkpoints (optimizer and RNG states), logs and any
-other file of the training folder never leave the machine.
+other file of the training folder never leave the machine. A push is one commit (`HfApi.create_commit`): it
+adds the staged files and deletes the files of the allow-list that the revision holds but the push does not
+(a `metrics.json` left from earlier weights would describe the wrong model). Other files of the repository
+are left alone.
+
+Failures raise `HubPushError` (`HubAuthError` when the Hub refuses the credentials) with one line naming the
+repository, the step and the Hub's message. The local folders are only read, so they are intact; pushing
+again is safe because the Hub skips files that did not change.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import HfApi
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    from httpx import TransportError
+
+if TYPE_CHECKING:
+    from .modeling_shark import SharkForDiagnosisPrediction
+    from .tokenization_shark import SharkTokenizer
 
 MODEL_FILES = (
     "config.json",
     "model.safetensors",
+    "model.safetensors.index.json",
     "configuration_shark.py",
     "modeling_shark.py",
     "metrics.json",
     "training_curves.png",
 )
+_MODEL_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 TOKENIZER_FILES = ("tokenizer_config.json", "codebooks.safetensors", "README.md")
 TOKENIZER_SUBFOLDER = "tokenizer"
+CARD_NAME = "README.md"
+
+
+class HubPushError(OSError):
+    """Pushing to the Hub failed (server error, lost connection). The local folders are unchanged."""
+
+
+class HubAuthError(HubPushError, PermissionError):
+    """The Hub refused the request's credentials (HTTP 401 or 403)."""
 
 
 def stage_repository(
@@ -43,34 +81,47 @@ def stage_repository(
     tokenizer_dir: str | Path | None = None,
     license: str | None = None,
     gated: bool = True,
+    tokenizer_config: dict[str, Any] | None = None,
 ) -> Path:
     """Copy the publishable files of a trained model folder into `staging_dir` and render its card.
 
+    Args:
+        model_dir: a `save_pretrained` / `train` output folder (`config.json`, weights, `metrics.json`, ...).
+        staging_dir: an empty folder that receives the repository's files.
+        repo_id: the repository the card is written for.
+        tokenizer_dir: the tokenizer folder to stage under `tokenizer/` (default: `model_dir/tokenizer`).
+        license, gated: see `shark_hf.cards.model_card`.
+        tokenizer_config: stage no tokenizer, and describe this one (the content of the
+            `tokenizer_config.json` already in the repository) in the card.
+
     Raises:
-        FileNotFoundError: `model_dir` lacks `config.json` or `model.safetensors`, or the tokenizer folder
-            lacks one of its files (each message names the folder and the file).
+        FileNotFoundError: `model_dir` lacks `config.json` or its weights, or the tokenizer folder lacks one
+            of its files (each message names the folder and the file).
     """
     from .cards import model_card
 
     model_dir, staging = Path(model_dir), Path(staging_dir)
-    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir / TOKENIZER_SUBFOLDER
-    for required in ("config.json", "model.safetensors"):
-        if not (model_dir / required).is_file():
-            raise FileNotFoundError(f"{model_dir} is not a trained model folder: {required} is missing")
-    for name in MODEL_FILES:
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a trained model folder: config.json is missing")
+    shards = sorted(p.name for p in model_dir.iterdir() if _MODEL_SHARD.match(p.name))
+    if not (model_dir / "model.safetensors").is_file() and not shards:
+        raise FileNotFoundError(f"{model_dir} is not a trained model folder: model.safetensors is missing")
+    for name in (*MODEL_FILES, *shards):
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, staging / name)
-    (staging / TOKENIZER_SUBFOLDER).mkdir()
-    for name in TOKENIZER_FILES:
-        if not (tokenizer_dir / name).is_file():
-            raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: {name} is missing")
-        shutil.copy2(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
+    if tokenizer_config is None:
+        tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir / TOKENIZER_SUBFOLDER
+        (staging / TOKENIZER_SUBFOLDER).mkdir()
+        for name in TOKENIZER_FILES:
+            if not (tokenizer_dir / name).is_file():
+                raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: {name} is missing")
+            shutil.copy2(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
+        tokenizer_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     config = json.loads((model_dir / "config.json").read_text())
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    tokenizer_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     card = model_card(config, tokenizer_config, metrics, repo_id=repo_id, license=license, gated=gated)
-    card.save(staging / "README.md")
+    card.save(staging / CARD_NAME)
     return staging
 
 
@@ -84,19 +135,191 @@ def push_model_and_tokenizer(
     license: str | None = None,
     gated: bool = True,
     commit_message: str = "Upload SHARK model and tokenizer",
-) -> str:
-    """Push a trained model folder (and its tokenizer) to `repo_id` in one commit; returns the commit URL.
+    commit_description: str | None = None,
+    create_pr: bool = False,
+) -> CommitInfo:
+    """Push a trained model folder and its tokenizer to `repo_id` in one commit.
 
-    The repository is created if missing; `revision` names a branch, created from `main` if missing.
-    The local folders are only read: a failed upload leaves them as they were.
+    The repository is created if missing; `revision` names a branch, created from `main` if missing. The
+    local folders are only read: a failed upload leaves them as they were.
+
+    Returns:
+        The `CommitInfo` (a `str`: the commit URL; `.oid` is the commit to pin with `revision=`).
+
+    Raises:
+        FileNotFoundError: the model or tokenizer folder is incomplete (nothing is sent).
+        HubAuthError: the Hub refused the token (its message, e.g. "Invalid username or password.").
+        HubPushError: any other failure of the Hub or of the connection.
     """
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shark-hf-push-") as tmp:
         staging = stage_repository(model_dir, tmp, repo_id, tokenizer_dir, license=license, gated=gated)
-        commit = api.upload_folder(
-            repo_id=repo_id, folder_path=staging, revision=revision, commit_message=commit_message
+        return _push_staged(
+            staging,
+            repo_id,
+            private=private,
+            revision=revision,
+            token=token,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            create_pr=create_pr,
+            with_tokenizer=True,
         )
-    return commit.commit_url
+
+
+def push_model(
+    model: SharkForDiagnosisPrediction,
+    repo_id: str,
+    *,
+    tokenizer: SharkTokenizer | None = None,
+    metrics: dict[str, Any] | str | Path | None = None,
+    license: str | None = None,
+    gated: bool = True,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = "50GB",
+    tags: list[str] | None = None,
+) -> CommitInfo:
+    """Push an in-memory model with the SHARK card (what `SharkForDiagnosisPrediction.push_to_hub` runs).
+
+    Args:
+        model: the model to publish.
+        tokenizer: its tokenizer, uploaded under `tokenizer/`. Without it the tokenizer already under
+            `tokenizer/` in the revision is kept and described in the card (an error if there is none).
+        metrics: the evaluation to publish (a `metrics.json` dict or path). Without it the card says the
+            model was not evaluated and a `metrics.json` of earlier weights is deleted from the revision.
+        license, gated: see `shark_hf.cards.model_card`.
+        tags: extra card tags.
+        commit_message, commit_description, private, token, revision, create_pr, max_shard_size: as in
+            `transformers.PreTrainedModel.push_to_hub`.
+
+    Raises:
+        ValueError: no `tokenizer` given and the revision has none either (nothing is sent).
+        HubAuthError, HubPushError: as in `push_model_and_tokenizer`.
+    """
+    tokenizer_config = None
+    if tokenizer is None:
+        tokenizer_config = _remote_tokenizer_config(repo_id, revision, token)
+    with tempfile.TemporaryDirectory(prefix="shark-hf-push-") as tmp:
+        model_dir, staging = Path(tmp) / "model", Path(tmp) / "staging"
+        staging.mkdir()
+        model.save_pretrained(model_dir, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(model_dir / TOKENIZER_SUBFOLDER)
+        if metrics is not None:
+            content = metrics if isinstance(metrics, dict) else json.loads(Path(metrics).read_text())
+            (model_dir / "metrics.json").write_text(json.dumps(content, indent=2) + "\n")
+        stage_repository(
+            model_dir, staging, repo_id, license=license, gated=gated, tokenizer_config=tokenizer_config
+        )
+        if tags:
+            _add_card_tags(staging / CARD_NAME, tags)
+        return _push_staged(
+            staging,
+            repo_id,
+            private=private,
+            revision=revision,
+            token=token,
+            commit_message=commit_message or "Upload SHARK model",
+            commit_description=commit_description,
+            create_pr=create_pr,
+            with_tokenizer=tokenizer is not None,
+        )
+
+
+def _push_staged(
+    staging: Path,
+    repo_id: str,
+    *,
+    private: bool | None,
+    revision: str | None,
+    token: str | None,
+    commit_message: str,
+    commit_description: str | None,
+    create_pr: bool,
+    with_tokenizer: bool,
+) -> CommitInfo:
+    """Create the repo (and branch), then one commit: add the staged files, delete stale managed files."""
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, revision, "creating the repository"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        with _hub_errors(repo_id, revision, "creating the branch"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with _hub_errors(repo_id, revision, "reading the revision"):
+        info = api.repo_info(repo_id, revision=revision)
+    staged = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    stale = [
+        path
+        for path in sorted(s.rfilename for s in info.siblings or [])
+        if path not in staged and _is_managed(path, with_tokenizer)
+    ]
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=staging / p) for p in staged]
+    operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    with _hub_errors(repo_id, revision, "uploading"):
+        return api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+            parent_commit=info.sha,
+        )
+
+
+def _is_managed(path: str, with_tokenizer: bool) -> bool:
+    """Whether a push owns `path` (and deletes it from the revision when it no longer publishes it)."""
+    if path in (*MODEL_FILES, CARD_NAME) or _MODEL_SHARD.match(path):
+        return True
+    folder, _, name = path.partition("/")
+    return with_tokenizer and folder == TOKENIZER_SUBFOLDER and name in TOKENIZER_FILES
+
+
+def _remote_tokenizer_config(repo_id: str, revision: str | None, token: str | None) -> dict[str, Any]:
+    """The `tokenizer/tokenizer_config.json` of a revision, for the card of a push without a tokenizer."""
+    with _hub_errors(repo_id, revision, "reading the published tokenizer"):
+        try:
+            path = hf_hub_download(
+                repo_id, f"{TOKENIZER_SUBFOLDER}/tokenizer_config.json", revision=revision, token=token
+            )
+        except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+            raise ValueError(
+                f"{repo_id}@{revision or 'main'} has no {TOKENIZER_SUBFOLDER}/tokenizer_config.json (or "
+                "is not visible with this token): pass the model's tokenizer, "
+                "push_to_hub(repo_id, tokenizer=...), so that the repository holds the tokenizer its card "
+                "describes"
+            ) from None
+    return json.loads(Path(path).read_text())
+
+
+def _add_card_tags(card_path: Path, tags: list[str]) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(card_path)
+    card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *tags]))
+    card.save(card_path)
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None, step: str) -> Iterator[None]:
+    """Turn the client's HTTP and connection errors into one-line `HubPushError`s naming repo and step."""
+    where = f"push to {repo_id}@{revision or 'main'} failed while {step}"
+    advice = "the local folders are unchanged; pushing again is safe"
+    try:
+        yield
+    except HfHubHTTPError as error:
+        response = error.response
+        status = response.status_code if response is not None else None
+        message = error.server_message or str(error).splitlines()[0]
+        if status in (401, 403):
+            raise HubAuthError(
+                f"{where}: the Hub answered {status}: {message.strip()} "
+                "(log in with `hf auth login`, or pass a token with write access: --token / HF_TOKEN)"
+            ) from error
+        raise HubPushError(f"{where}: the Hub answered {status}: {message.strip()} ({advice})") from error
+    except TransportError as error:
+        raise HubPushError(f"{where}: connection lost: {error} ({advice})") from error

@@ -1,10 +1,10 @@
 """SHARK diagnosis prediction model: semantic-ID code embeddings + RETAIN dual-GRU attention (paper §2.2-2.4).
 
-This file ships as remote code next to saved models (`trust_remote_code=True`): it imports nothing from the
-`shark_hf` package, only `.configuration_shark`.
+This file ships as remote code next to saved models (`trust_remote_code=True`): it needs nothing from the
+`shark_hf` package, only `.configuration_shark` (`push_to_hub` uses `shark_hf.hub` when it is installed).
 
-Shapes used throughout: B patients, V visit slots, C code slots per visit, L semantic-ID levels, D the code/visit
-vector width (`config.visit_dim`), H the GRU width, N the number of real visits in the batch.
+Shapes used throughout: B patients, V visit slots, C code slots per visit, L semantic-ID levels, D the
+code/visit vector width (`config.visit_dim`), H the GRU width, N the number of real visits in the batch.
 """
 
 import math
@@ -15,12 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_shark import SharkConfig
+
+# Codeword tables up to this many rows are looked up with a dense matmul (see `_level_means`).
+_DENSE_TABLE_LIMIT = 2048
 
 
 @dataclass
@@ -55,7 +57,7 @@ class _VisitLayout:
 
     patient_index: torch.LongTensor  # [N]
     visit_index: torch.LongTensor  # [N]
-    batch_sizes: torch.LongTensor  # [max visits], on CPU as PackedSequence requires
+    batch_sizes: torch.LongTensor  # [max visits], on CPU as torch.gru requires
 
 
 class SharkPreTrainedModel(PreTrainedModel):
@@ -66,9 +68,9 @@ class SharkPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Codeword tables ~ N(0, 1/L) for `sum` (unit-variance code vectors) or N(0, 1) for `concat`; GRUs with
-        Xavier-uniform input weights, orthogonal recurrent weights and zero biases; linears Xavier-uniform with
-        zero bias."""
+        """Codeword tables ~ N(0, 1/L) for `sum` (unit-variance code vectors) or N(0, 1) for `concat`; GRUs
+        with Xavier-uniform input weights, orthogonal recurrent weights and zero biases; linears
+        Xavier-uniform with zero bias."""
         if isinstance(module, nn.EmbeddingBag):
             levels = self.config.num_levels if self.config.composition == "sum" else 1
             init.normal_(module.weight, mean=0.0, std=1.0 / math.sqrt(levels))
@@ -88,18 +90,20 @@ class SharkPreTrainedModel(PreTrainedModel):
 class SharkForDiagnosisPrediction(SharkPreTrainedModel):
     """SHARK next-visit diagnosis predictor.
 
-    Each code's L ids select one codeword per level from L tables of K x d (stored as one `[L*K, d]` table,
-    level l in rows `l*K .. l*K+K-1`); the codewords are summed or concatenated into the code vector and the
-    codes of a visit are averaged (codes of an empty visit average to zeros). Two GRUs read each patient's real
-    visits from newest to oldest; alpha = softmax over the real visits of `w_alpha . g + b_alpha`, beta =
-    tanh(`W_beta h + b_beta`), context = sum_i alpha_i * beta_i * v_i, logits = `W_c dropout(context) + b_c`.
-    Padding (masked codes, masked visits) never changes a prediction.
+    Each code's L ids select one codeword per level from L tables of K x d (stored as one `[L*K, d]`
+    table, level l in rows `l*K .. l*K+K-1`); the codewords are summed or concatenated into the code vector
+    and the codes of a visit are averaged (a visit without codes gets zeros). Two GRUs read each patient's
+    real visits from newest to oldest; alpha = softmax over the real visits of `w_alpha . g + b_alpha`,
+    beta = tanh(`W_beta h + b_beta`), context = sum_i alpha_i * beta_i * v_i, logits =
+    `W_c dropout(context) + b_c`. Padding (masked codes, masked visits) never changes a prediction.
     """
 
     def __init__(self, config: SharkConfig) -> None:
         super().__init__(config)
         dim = config.visit_dim
-        self.code_embeddings = nn.EmbeddingBag(config.num_levels * config.codebook_size, config.embed_dim, mode="sum")
+        self.code_embeddings = nn.EmbeddingBag(
+            config.num_levels * config.codebook_size, config.embed_dim, mode="sum"
+        )
         self.alpha_gru = nn.GRU(dim, config.hidden_size)
         self.beta_gru = nn.GRU(dim, config.hidden_size)
         self.alpha_proj = nn.Linear(config.hidden_size, 1)
@@ -134,9 +138,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         self._check_id_range(ids)
         vectors = self._visit_vectors(ids, code_mask[patients, visits])  # [N, D]
 
-        packed = PackedSequence(vectors, layout.batch_sizes)
-        g = self.alpha_gru(packed)[0].data  # [N, H]
-        h = self.beta_gru(packed)[0].data  # [N, H]
+        g, h = self._run_grus(vectors, layout.batch_sizes)  # [N, H] each
         alpha_scores = self.alpha_proj(g).squeeze(-1)  # [N]
         beta = torch.tanh(self.beta_proj(h))  # [N, D]
 
@@ -146,28 +148,83 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         weighted = alpha[patients, visits].unsqueeze(-1) * beta * vectors  # [N, D]
         context = vectors.new_zeros(batch_size, vectors.shape[-1]).index_add(0, patients, weighted)  # [B, D]
         logits = self.classifier(self.dropout(context))
-        feature_attention = beta.new_zeros(batch_size, num_visits, beta.shape[-1]).index_put((patients, visits), beta)
+        feature_attention = beta.new_zeros(batch_size, num_visits, beta.shape[-1]).index_put(
+            (patients, visits), beta
+        )
 
         loss = None
         if labels is not None:
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="sum") / batch_size
-        output = SharkOutput(loss=loss, logits=logits, visit_attention=alpha, feature_attention=feature_attention)
+            loss = (
+                F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="sum")
+                / batch_size
+            )
+        output = SharkOutput(
+            loss=loss, logits=logits, visit_attention=alpha, feature_attention=feature_attention
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
+    def _run_grus(
+        self, vectors: torch.FloatTensor, batch_sizes: torch.LongTensor
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
+        """GRU_alpha and GRU_beta over the packed visits `[N, D]`, in one pass: `(g, h)`, `[N, H]` each.
+
+        Both run as one GRU of width 2H whose weights stack the two GRUs' gate by gate, with block-diagonal
+        recurrent weights, so no unit ever sees the other GRU's state: the result is that of the two GRUs run
+        separately, in half the sequential steps (the recurrence is what a training step waits on).
+        """
+        hidden = self.config.hidden_size
+        alpha, beta = self.alpha_gru, self.beta_gru
+
+        def stacked(name: str, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:  # gate-major, alpha then beta
+            first = F.pad(getattr(alpha, name).view(3, hidden, -1), pad)
+            second = F.pad(getattr(beta, name).view(3, hidden, -1), pad[::-1])
+            return torch.cat([first, second], dim=1).view(6 * hidden, -1)
+
+        weights = [
+            stacked("weight_ih_l0"),
+            stacked("weight_hh_l0", pad=(0, hidden)),
+            stacked("bias_ih_l0").view(-1),
+            stacked("bias_hh_l0").view(-1),
+        ]
+        state = vectors.new_zeros(1, int(batch_sizes[0]), 2 * hidden)
+        output, _ = torch.gru(vectors, batch_sizes, state, weights, True, 1, 0.0, self.training, False)
+        return output[:, :hidden], output[:, hidden:]
+
     def _visit_vectors(self, ids: torch.LongTensor, code_mask: torch.Tensor) -> torch.FloatTensor:
-        """Masked mean over codes of the composed codeword embeddings: ids `[N, C, L]`, mask `[N, C]` -> `[N, D]`."""
+        """Masked mean over codes of the composed codewords: ids `[N, C, L]`, mask `[N, C]` -> `[N, D]`."""
+        means = self._level_means(ids, code_mask)  # [L, N, d]
+        if self.config.composition == "sum":
+            return means.sum(0)
+        return means.transpose(0, 1).reshape(ids.shape[0], -1)
+
+    def _level_means(self, ids: torch.LongTensor, code_mask: torch.Tensor) -> torch.FloatTensor:
+        """Per level l, the mean over each visit's real codes of their level-l codeword: `[L, N, d]`.
+
+        Small tables (L*K <= `_DENSE_TABLE_LIMIT`, e.g. semantic ids with L=4, K=128) use a dense
+        visit x codeword weight matrix and one batched matmul: its cost does not depend on how often a
+        codeword repeats, whereas embedding-bag backward slows down sharply on the heavy repetition of a
+        512-row table. Large tables (`learned`, one row per code) use embedding bags over the real codes.
+        """
         num_visits, num_codes, num_levels = ids.shape
-        weight = code_mask.to(self.code_embeddings.weight.dtype)
-        weight = weight / weight.sum(-1, keepdim=True).clamp(min=1.0)  # [N, C]
-        offsets = torch.arange(num_levels, device=ids.device) * self.config.codebook_size  # [L]
-        if self.config.composition == "sum":  # one bag per visit over its C*L codewords
-            bags = (ids + offsets).reshape(num_visits, num_codes * num_levels)
-            weight = weight.unsqueeze(-1).expand(-1, -1, num_levels).reshape(num_visits, num_codes * num_levels)
-            return self.code_embeddings(bags, per_sample_weights=weight)
-        bags = (ids.transpose(1, 2) + offsets.unsqueeze(-1)).reshape(num_visits * num_levels, num_codes)
-        weight = weight.unsqueeze(1).expand(-1, num_levels, -1).reshape(num_visits * num_levels, num_codes)
-        return self.code_embeddings(bags, per_sample_weights=weight).reshape(num_visits, -1)
+        size = self.config.codebook_size
+        table = self.code_embeddings.weight  # [L*K, d]
+        offsets = torch.arange(num_levels, device=ids.device) * size  # [L]
+        if num_levels * size <= _DENSE_TABLE_LIMIT:
+            weight = code_mask.to(table.dtype)
+            weight = weight / weight.sum(-1, keepdim=True).clamp(min=1.0)  # [N, C]
+            rows = (ids + offsets).reshape(num_visits, num_codes * num_levels)
+            weight = (
+                weight.unsqueeze(-1).expand(-1, -1, num_levels).reshape(num_visits, num_codes * num_levels)
+            )
+            visit_by_codeword = table.new_zeros(num_visits, num_levels * size).scatter_add_(1, rows, weight)
+            per_level = visit_by_codeword.view(num_visits, num_levels, size).transpose(0, 1)  # [L, N, K]
+            return torch.bmm(per_level, table.view(num_levels, size, -1))
+        counts = code_mask.sum(1)  # [N]
+        starts = counts.cumsum(0) - counts
+        codes = ids[code_mask] + offsets  # [M, L], grouped by visit
+        bags = [F.embedding_bag(codes[:, level], table, starts, mode="mean") for level in range(num_levels)]
+        return torch.stack(bags)
 
     def _check_inputs(
         self,
@@ -210,8 +267,8 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         if not torch.equal(prefix, visit_mask):
             bad = (prefix != visit_mask).any(1).nonzero().flatten().tolist()
             raise ValueError(
-                f"visit_mask rows {bad[:10]} are not left-aligned: real visits must come first (oldest at index 0) "
-                "followed only by padding"
+                f"visit_mask rows {bad[:10]} are not left-aligned: real visits must come first (oldest at "
+                "index 0) followed only by padding"
             )
         if labels is not None:
             if tuple(labels.shape) != (batch_size, self.config.num_labels):
@@ -230,7 +287,8 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         if low < 0 or high >= size:
             bad = ((ids < 0) | (ids >= size)).nonzero()[0].tolist()
             raise ValueError(
-                f"input_ids contains id {int(ids[tuple(bad)])} at level {bad[-1]}, outside [0, codebook_size={size}); "
+                f"input_ids contains id {int(ids[tuple(bad)])} at level {bad[-1]}, outside "
+                f"[0, codebook_size={size}); "
                 "was the batch encoded with this model's tokenizer?"
             )
 
@@ -262,7 +320,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         results = []
         for row, length in enumerate(lengths):
             top = []
-            for index, probability in zip(indices[row].tolist(), probabilities[row].tolist()):
+            for index, probability in zip(indices[row].tolist(), probabilities[row].tolist(), strict=True):
                 label = self.config.id2label[index]
                 top.append({"label": label, "name": descriptions.get(label), "probability": probability})
             attention = output.visit_attention[row, :length].tolist()
@@ -270,7 +328,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         return results
 
     def check_tokenizer(self, tokenizer: Any, allow_mismatch: bool = False) -> None:
-        """Raise unless `tokenizer` produces the ids this model expects; see [`SharkConfig.check_tokenizer`]."""
+        """Raise unless `tokenizer` produces the ids this model expects; see `SharkConfig.check_tokenizer`."""
         self.config.check_tokenizer(tokenizer, allow_mismatch=allow_mismatch)
 
     @classmethod
@@ -293,12 +351,30 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
             model.check_tokenizer(tokenizer, allow_mismatch=allow_tokenizer_mismatch)
         return model
 
+    def push_to_hub(self, repo_id: str, *, tokenizer: Any = None, metrics: Any = None, **kwargs: Any) -> Any:
+        """Publish the model with the SHARK model card as README.md (not transformers' generic card).
+
+        With shark-hf installed this is `shark_hf.hub.push_model`: the tokenizer goes under `tokenizer/` (or
+        the one already there is kept), `metrics` (a metrics.json dict or path) fill the card's results, and
+        `license` / `gated` / `tags` set its metadata. Without shark-hf (this file loaded as remote code) it
+        is `PreTrainedModel.push_to_hub`, which keeps the README.md already in the repository.
+        """
+        try:
+            from shark_hf.hub import push_model
+        except ModuleNotFoundError as error:
+            if error.name not in ("shark_hf", "shark_hf.hub"):
+                raise
+            if tokenizer is not None or metrics is not None:
+                raise ImportError("push_to_hub(tokenizer=, metrics=) needs `pip install shark-hf`") from error
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_model(self, repo_id, tokenizer=tokenizer, metrics=metrics, **kwargs)
+
 
 def _packed_reverse_layout(visit_mask: torch.Tensor) -> _VisitLayout:
     """Map each real visit to its place in a `PackedSequence` of every patient's visits, newest first.
 
-    Packed order is time step t (t = 0 is the newest visit) then patients by decreasing length (stable); at step
-    t patient p reads its chronological visit `length_p - 1 - t`. visit_mask `[B, V]` (left-aligned bool).
+    Packed order is time step t (t = 0 is the newest visit) then patients by decreasing length (stable); at
+    step t patient p reads its chronological visit `length_p - 1 - t`. visit_mask `[B, V]` (left-aligned).
     """
     lengths = visit_mask.sum(1)  # [B]
     sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)

@@ -22,14 +22,16 @@ import torch
 
 __all__ = ["ResidualKMeans"]
 
+_PCA_SAMPLE_ROWS = 8192  # rows used to estimate the principal subspace for seeding
+_BLOCK_ROWS = 4096  # rows per block of element-wise passes (fixed, so results never depend on chunk_size)
+
 
 @dataclass
 class _LevelFit:
-    """One k-means run on one level: codebook ``[K, D]``, labels ``[N]``, squared distances ``[N]``."""
+    """One k-means run on one level: codebook ``[K, D]``, labels ``[N]``, inertia, Lloyd iterations."""
 
     centers: torch.Tensor
     labels: torch.Tensor
-    sq_dist: torch.Tensor
     inertia: float
     num_iter: int
 
@@ -46,7 +48,11 @@ class ResidualKMeans:
         tol: a run stops when an iteration lowers the inertia (sum of squared distances) by less than
             ``tol`` times its value, or when no assignment changes.
         n_local_trials: k-means++ candidates sampled per new center (the one lowering the potential most
-            is kept). ``None`` uses ``2 + int(log(K))`` as scikit-learn does.
+            is kept). ``None`` uses ``2 + int(log(K))`` as scikit-learn does; more trials find better
+            optima (16 is the tuned default, see ``benchmarks/bench_rkmeans.py``).
+        init_dims: k-means++ seeding measures distances in the approximate top-``init_dims`` principal
+            subspace of each level's input (randomized PCA), which makes seeding with many trials cheap;
+            Lloyd iterations always use all D dimensions. ``None`` (or ``>= D``) seeds in the full space.
         device: where to compute (``"cuda"`` for a GPU). ``None`` uses the device of the tensor given to
             ``fit`` (CPU for numpy input).
         chunk_size: rows per block of the ``[rows, K]`` distance matrix; bounds extra memory.
@@ -70,7 +76,8 @@ class ResidualKMeans:
         n_init: int = 1,
         max_iter: int = 100,
         tol: float = 1e-4,
-        n_local_trials: int | None = None,
+        n_local_trials: int | None = 16,
+        init_dims: int | None = 64,
         device: str | torch.device | None = None,
         chunk_size: int = 16384,
         show_progress: bool = False,
@@ -79,6 +86,8 @@ class ResidualKMeans:
         _check_positive(max_iter=max_iter, chunk_size=chunk_size)
         if n_local_trials is not None:
             _check_positive(n_local_trials=n_local_trials)
+        if init_dims is not None:
+            _check_positive(init_dims=init_dims)
         if not tol >= 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
         self.num_levels = num_levels
@@ -88,6 +97,7 @@ class ResidualKMeans:
         self.max_iter = max_iter
         self.tol = tol
         self.n_local_trials = n_local_trials
+        self.init_dims = init_dims
         self.device = torch.device(device) if device is not None else None
         self.chunk_size = chunk_size
         self.show_progress = show_progress
@@ -111,7 +121,9 @@ class ResidualKMeans:
         """
         codebooks = torch.as_tensor(codebooks)
         if codebooks.ndim != 3 or 0 in codebooks.shape:
-            raise ValueError(f"codebooks must have shape [L, K, D] with L, K, D >= 1, got {tuple(codebooks.shape)}")
+            raise ValueError(
+                f"codebooks must have shape [L, K, D] with L, K, D >= 1, got {tuple(codebooks.shape)}"
+            )
         if not codebooks.is_floating_point():
             raise ValueError(f"codebooks must be floating point, got dtype {codebooks.dtype}")
         if not bool(torch.isfinite(codebooks).all()):
@@ -145,25 +157,33 @@ class ResidualKMeans:
             )
         generator = torch.Generator().manual_seed(self.seed)
         residual = X.clone()
-        codebooks = torch.empty(self.num_levels, self.codebook_size, dim, dtype=torch.float32, device=X.device)
+        codebooks = torch.empty(
+            self.num_levels, self.codebook_size, dim, dtype=torch.float32, device=X.device
+        )
         ids = torch.empty(num_rows, self.num_levels, dtype=torch.long, device=X.device)
         level_errors, usage, num_iter = [], [], []
         for level in _progress(range(self.num_levels), self.show_progress):
             best = self._fit_level(residual, generator)
             codebooks[level] = best.centers
             ids[:, level] = best.labels
-            residual -= best.centers[best.labels]
-            level_errors.append(_mean_square(residual, self.chunk_size))
-            usage.append(int(torch.unique(best.labels).numel()))
+            _subtract_assigned(residual, best.centers, best.labels)
+            level_errors.append(_mean_square(residual))
+            usage.append(int((torch.bincount(best.labels, minlength=self.codebook_size) > 0).sum()))
             num_iter.append(best.num_iter)
-        self.codebooks, self.level_errors, self.codebook_usage, self.num_iter = codebooks, level_errors, usage, num_iter
+        self.codebooks, self.level_errors, self.codebook_usage, self.num_iter = (
+            codebooks,
+            level_errors,
+            usage,
+            num_iter,
+        )
         return ids
 
     def encode(self, X: torch.Tensor | np.ndarray) -> torch.LongTensor:
         """Greedy residual encoding: ``X`` ``[N, D]`` -> IDs ``[N, L]`` (int64, on the codebooks' device).
 
         Level l picks the codeword nearest (squared Euclidean; ties go to the lowest index) to what the
-        levels before it left: ``r_0 = x``, ``id_l = argmin_k ||r_{l-1} - C_l[k]||``, ``r_l = r_{l-1} - C_l[id_l]``.
+        levels before it left: ``r_0 = x``, ``id_l = argmin_k ||r_{l-1} - C_l[k]||``,
+        ``r_l = r_{l-1} - C_l[id_l]``. A row's IDs do not depend on the other rows encoded with it.
         """
         codebooks = self._fitted_codebooks()
         X = self._prepare(X, device=codebooks.device)
@@ -172,9 +192,8 @@ class ResidualKMeans:
         residual = X.clone()
         ids = torch.empty(X.shape[0], self.num_levels, dtype=torch.long, device=X.device)
         for level in range(self.num_levels):
-            labels, _ = _nearest(residual, _row_sq_norms(residual), codebooks[level], self.chunk_size)
-            ids[:, level] = labels
-            residual -= codebooks[level][labels]
+            ids[:, level] = _assign(residual, _row_norms(residual), codebooks[level], self.chunk_size)
+            _subtract_assigned(residual, codebooks[level], ids[:, level])
         return ids
 
     def decode(self, ids: torch.Tensor | np.ndarray) -> torch.FloatTensor:
@@ -182,7 +201,9 @@ class ResidualKMeans:
         codebooks = self._fitted_codebooks()
         ids = torch.as_tensor(ids, device=codebooks.device)
         if ids.ndim != 2 or ids.shape[1] > self.num_levels:
-            raise ValueError(f"ids must have shape [N, l] with l <= {self.num_levels}, got {tuple(ids.shape)}")
+            raise ValueError(
+                f"ids must have shape [N, l] with l <= {self.num_levels}, got {tuple(ids.shape)}"
+            )
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
@@ -198,11 +219,13 @@ class ResidualKMeans:
 
     def _fit_level(self, X: torch.Tensor, generator: torch.Generator) -> _LevelFit:
         """Best of ``n_init`` k-means runs on ``X`` ``[N, D]`` (lowest inertia; ties keep the first run)."""
-        x_sq = _row_sq_norms(X)
+        seeding_space = X
+        if self.init_dims is not None and self.init_dims < X.shape[1]:
+            seeding_space = _project_principal(X, self.init_dims, generator)
         best = None
         for _ in range(self.n_init):
-            centers = _kmeans_plusplus(X, x_sq, self.codebook_size, self._local_trials(), generator, self.chunk_size)
-            run = _lloyd(X, x_sq, centers, self.max_iter, self.tol, self.chunk_size)
+            rows = _kmeans_plusplus(seeding_space, self.codebook_size, self._local_trials(), generator)
+            run = _lloyd(X, X[rows.to(X.device)], self.max_iter, self.tol, self.chunk_size)
             if best is None or run.inertia < best.inertia:
                 best = run
         return best
@@ -214,7 +237,9 @@ class ResidualKMeans:
 
     def _fitted_codebooks(self) -> torch.Tensor:
         if self.codebooks is None:
-            raise RuntimeError("ResidualKMeans is not fitted: call fit(X) or build it with from_codebooks(...)")
+            raise RuntimeError(
+                "ResidualKMeans is not fitted: call fit(X) or build it with from_codebooks(...)"
+            )
         return self.codebooks
 
     def _prepare(self, X: torch.Tensor | np.ndarray, device: torch.device | None) -> torch.Tensor:
@@ -229,7 +254,16 @@ class ResidualKMeans:
         if not (X.is_floating_point() or X.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
             raise ValueError(f"X must be a real-valued array, got dtype {X.dtype}")
         X = X.to(device=device if device is not None else X.device, dtype=torch.float32).contiguous()
-        bad = (~torch.isfinite(X)).any(dim=1).nonzero().flatten()
+        bad = (
+            torch.cat(
+                [
+                    (~torch.isfinite(X[i : i + _BLOCK_ROWS])).any(dim=1)
+                    for i in range(0, X.shape[0], _BLOCK_ROWS)
+                ]
+            )
+            .nonzero()
+            .flatten()
+        )
         if bad.numel():
             raise ValueError(
                 f"X has NaN or inf values in {bad.numel()} row(s): {_preview(bad)} (0-based row indices)"
@@ -237,70 +271,95 @@ class ResidualKMeans:
         return X
 
 
-def _kmeans_plusplus(
-    X: torch.Tensor,
-    x_sq: torch.Tensor,
-    num_centers: int,
-    n_local_trials: int,
-    generator: torch.Generator,
-    chunk_size: int,
+def _project_principal(
+    X: torch.Tensor, dims: int, generator: torch.Generator, power_iter: int = 2
 ) -> torch.Tensor:
-    """Greedy k-means++ seeding: ``[K, D]`` centers chosen among the rows of ``X`` ``[N, D]``.
+    """Coordinates ``[N, dims]`` of the centred rows of ``X`` ``[N, D]`` in its approximate top-``dims``
+    principal subspace.
+
+    Randomized range finder (Halko et al. 2011): a seeded Gaussian ``[D, dims]`` start, ``power_iter`` power
+    iterations with QR, on at most ``_PCA_SAMPLE_ROWS`` rows drawn with ``generator``. Cost
+    ``O(min(N, _PCA_SAMPLE_ROWS) * D * dims)`` per iteration, never a ``[D, D]`` matrix.
+    """
+    num_rows, dim = X.shape
+    sample = X
+    if num_rows > _PCA_SAMPLE_ROWS:
+        rows = torch.randperm(num_rows, generator=generator)[:_PCA_SAMPLE_ROWS].sort().values
+        sample = X[rows.to(X.device)]
+    mean = sample.mean(dim=0)
+    centred = sample - mean
+    basis = torch.randn(dim, dims, generator=generator).to(X.device)
+    for _ in range(power_iter):
+        basis, _ = torch.linalg.qr(centred.T @ (centred @ basis))
+    return (X @ basis - mean @ basis).contiguous()
+
+
+def _kmeans_plusplus(
+    X: torch.Tensor, num_centers: int, n_local_trials: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Greedy k-means++ seeding: indices ``[K]`` (int64, CPU) of the rows of ``X`` ``[N, d]`` to start from.
 
     Each new center is the best (lowest total squared distance) of ``n_local_trials`` rows sampled with
     probability proportional to their squared distance to the nearest chosen center. Sampling draws
     from the CPU ``generator`` and runs on CPU in float64, so it is the same on every device.
     """
     num_rows = X.shape[0]
+    x_sq, columns = _row_sq_norms(X), X.T.contiguous()
     chosen = torch.empty(num_centers, dtype=torch.long)
     chosen[0] = int(torch.randint(num_rows, (1,), generator=generator))
-    closest = _sq_dist_to_rows(X, x_sq, chosen[:1], chunk_size)[:, 0]
+    closest = _sq_dist_from_rows(X, columns, x_sq, chosen[:1])[0]
     for k in range(1, num_centers):
-        weights = closest.to(device="cpu", dtype=torch.float64)
-        cumulative = torch.cumsum(weights, dim=0)
+        cumulative = torch.cumsum(closest.to(device="cpu", dtype=torch.float64), dim=0)
         draws = torch.rand(n_local_trials, generator=generator, dtype=torch.float64) * cumulative[-1]
         candidates = torch.searchsorted(cumulative, draws, right=True).clamp_(max=num_rows - 1)
-        trial = torch.minimum(closest[:, None], _sq_dist_to_rows(X, x_sq, candidates, chunk_size))
-        best = int(torch.argmin(trial.sum(dim=0, dtype=torch.float64)))
+        trial = _sq_dist_from_rows(X, columns, x_sq, candidates)
+        trial = torch.minimum(trial, closest, out=trial)
+        best = int(torch.argmin(trial.sum(dim=1)))
         chosen[k] = candidates[best]
-        closest = trial[:, best].contiguous()
-    return X[chosen.to(X.device)].clone()
+        closest = trial[best]
+    return chosen
 
 
-def _lloyd(
-    X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, max_iter: int, tol: float, chunk_size: int
-) -> _LevelFit:
-    """Lloyd iterations from ``centers`` ``[K, D]``; the returned labels are the final assignment."""
+def _lloyd(X: torch.Tensor, centers: torch.Tensor, max_iter: int, tol: float, chunk_size: int) -> _LevelFit:
+    """Lloyd iterations on ``X`` ``[N, D]`` from ``centers`` ``[K, D]``.
+
+    The returned labels are the assignment to the returned centers (what ``encode`` gives), and the
+    inertia is theirs. Inertia comes from per-cluster sums (see ``_inertia``), so it does not depend on
+    ``chunk_size``.
+    """
     num_centers = centers.shape[0]
-    labels, sq_dist = _nearest(X, x_sq, centers, chunk_size)
-    inertia = float(sq_dist.sum(dtype=torch.float64))
+    x_norms = _row_norms(X)
+    total_sq = float((x_norms.double() ** 2).sum())
+    labels = _assign(X, x_norms, centers, chunk_size)
+    sums, counts = _cluster_sums(X, labels, num_centers)
+    inertia = _inertia(total_sq, centers, sums, counts)
     num_iter = 0
     while num_iter < max_iter:
         num_iter += 1
-        repaired = _repair_empty_clusters(labels, sq_dist, num_centers)
-        centers = _centroids(X, repaired, num_centers)
-        new_labels, new_sq_dist = _nearest(X, x_sq, centers, chunk_size)
-        new_inertia = float(new_sq_dist.sum(dtype=torch.float64))
+        if bool((counts == 0).any()):
+            labels = _repair_empty_clusters(labels, _sq_dist_to_assigned(X, centers, labels), counts)
+            sums, counts = _cluster_sums(X, labels, num_centers)
+        centers = sums / counts[:, None].to(sums.dtype)
+        new_labels = _assign(X, x_norms, centers, chunk_size)
+        sums, counts = _cluster_sums(X, new_labels, num_centers)
+        new_inertia = _inertia(total_sq, centers, sums, counts)
         unchanged = torch.equal(new_labels, labels)
         improvement = inertia - new_inertia
-        labels, sq_dist, inertia = new_labels, new_sq_dist, new_inertia
+        labels, inertia = new_labels, new_inertia
         if unchanged or improvement <= tol * inertia:
             break
-    return _LevelFit(centers, labels, sq_dist, inertia, num_iter)
+    return _LevelFit(centers, labels, inertia, num_iter)
 
 
-def _repair_empty_clusters(labels: torch.Tensor, sq_dist: torch.Tensor, num_centers: int) -> torch.Tensor:
-    """Give every empty cluster one point, deterministically.
+def _repair_empty_clusters(labels: torch.Tensor, sq_dist: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Give every empty cluster one point, deterministically; returns new labels ``[N]``.
 
     Empty clusters are handled in index order; each takes the point farthest from its current center
-    (lowest row index on ties) among points whose cluster keeps at least one other point.
+    (``sq_dist`` ``[N]``; lowest row index on ties) among points whose cluster keeps another point.
     """
-    counts = torch.bincount(labels, minlength=num_centers)
-    empty = (counts == 0).nonzero().flatten().tolist()
-    if not empty:
-        return labels
+    counts = counts.clone()
     labels, sq_dist = labels.clone(), sq_dist.clone()
-    for cluster in empty:
+    for cluster in (counts == 0).nonzero().flatten().tolist():
         movable = counts[labels] > 1
         row = int(torch.argmax(torch.where(movable, sq_dist, -1.0)))
         counts[labels[row]] -= 1
@@ -310,49 +369,115 @@ def _repair_empty_clusters(labels: torch.Tensor, sq_dist: torch.Tensor, num_cent
     return labels
 
 
-def _centroids(X: torch.Tensor, labels: torch.Tensor, num_centers: int) -> torch.Tensor:
-    """Mean of the rows of ``X`` ``[N, D]`` per label -> ``[K, D]``; every label must occur."""
-    sums = torch.zeros(num_centers, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, labels, X)
-    counts = torch.bincount(labels, minlength=num_centers).to(X.dtype)
-    return sums / counts[:, None]
-
-
-def _nearest(
-    X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, chunk_size: int
+def _cluster_sums(
+    X: torch.Tensor, labels: torch.Tensor, num_centers: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest center per row: labels ``[N]`` int64 and squared distances ``[N]`` (clamped at 0)."""
+    """Per-cluster sums of the rows of ``X`` ``[K, D]`` (float32) and sizes ``[K]`` (int64)."""
+    sums = torch.zeros(num_centers, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, labels, X)
+    return sums, torch.bincount(labels, minlength=num_centers)
+
+
+def _inertia(total_sq: float, centers: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> float:
+    """Sum of squared distances of the points to their assigned centers, from cluster statistics.
+
+    ``sum_i ||x_i - c_{l_i}||^2 = sum_i ||x_i||^2 - 2 sum_k c_k . S_k + sum_k n_k ||c_k||^2`` with ``S_k`` and
+    ``n_k`` the sum and size of cluster k; evaluated in float64.
+    """
+    centers, sums = centers.double(), sums.double()
+    cross = (centers * sums).sum()
+    own = (counts.double() * (centers * centers).sum(dim=1)).sum()
+    return max(total_sq - 2 * float(cross) + float(own), 0.0)
+
+
+def _assign(X: torch.Tensor, x_norms: torch.Tensor, centers: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Index ``[N]`` (int64) of the nearest center (squared Euclidean) for each row of ``X`` ``[N, D]``.
+
+    ``x_norms`` ``[N]`` are the rows' L2 norms (``_row_norms(X)``).
+
+    Scores ``||c||^2 - 2 x.c`` come from a float32 matrix product on blocks of ``chunk_size`` rows. The
+    product's rounding depends on the block shape, so rows whose best score is within a rounding bound
+    of another are decided again with exact float64 distances over those near candidates. Hence the
+    labels do not depend on ``chunk_size`` or on which other rows are encoded together; ties go to the
+    lowest index.
+    """
     c_sq = _row_sq_norms(centers)
+    c_norm_max = float(c_sq.max().sqrt())
+    # Any two summation orders of a D-term float32 dot product differ by < 2 * D * eps * ||x|| * ||c||.
+    slack_scale = 4.0 * X.shape[1] * torch.finfo(torch.float32).eps * c_norm_max
     labels = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
-    sq_dist = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
     for start in range(0, X.shape[0], chunk_size):
-        stop = min(start + chunk_size, X.shape[0])
-        scores = torch.addmm(c_sq, X[start:stop], centers.T, beta=1, alpha=-2)  # ||c||^2 - 2 x.c
-        values, labels[start:stop] = scores.min(dim=1)
-        sq_dist[start:stop] = (values + x_sq[start:stop]).clamp_(min=0)
-    return labels, sq_dist
+        block = X[start : start + chunk_size]
+        scores = torch.addmm(c_sq, block, centers.T, beta=1, alpha=-2)
+        nearest = scores.argmin(dim=1, keepdim=True)
+        labels[start : start + chunk_size] = nearest[:, 0]
+        bound = (
+            scores.gather(1, nearest) + (slack_scale * x_norms[start : start + chunk_size] + 1e-30)[:, None]
+        )
+        runner_up = scores.scatter_(1, nearest, math.inf).amin(
+            dim=1, keepdim=True
+        )  # scores now lack the best
+        ambiguous = (runner_up <= bound).flatten().nonzero().flatten()
+        if ambiguous.numel():
+            near = (scores[ambiguous] <= bound[ambiguous]).scatter_(1, nearest[ambiguous], True)
+            labels[start + ambiguous] = _exact_nearest(block[ambiguous], centers, near)
+    return labels
 
 
-def _sq_dist_to_rows(X: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Squared distances ``[N, len(rows)]`` from every row of ``X`` to the rows ``X[rows]``."""
-    rows = rows.to(X.device)
-    points, p_sq = X[rows], x_sq[rows]
-    out = torch.empty(X.shape[0], rows.numel(), dtype=X.dtype, device=X.device)
-    for start in range(0, X.shape[0], chunk_size):
-        stop = min(start + chunk_size, X.shape[0])
-        block = torch.addmm(p_sq, X[start:stop], points.T, beta=1, alpha=-2)
-        out[start:stop] = (block + x_sq[start:stop, None]).clamp_(min=0)
+def _exact_nearest(rows: torch.Tensor, centers: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Nearest center among ``candidates`` (bool ``[r, K]``) for ``rows`` ``[r, D]``, float64 distances."""
+    row_idx, center_idx = candidates.nonzero(as_tuple=True)
+    diff = rows[row_idx].double() - centers[center_idx].double()
+    dist = torch.full(candidates.shape, math.inf, dtype=torch.float64, device=rows.device)
+    dist[row_idx, center_idx] = (diff * diff).sum(dim=1)
+    return dist.argmin(dim=1)
+
+
+def _sq_dist_to_assigned(X: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Squared distance ``[N]`` (float64) of each row of ``X`` to its assigned center, block by block."""
+    out = torch.empty(X.shape[0], dtype=torch.float64, device=X.device)
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        diff = X[start : start + _BLOCK_ROWS].double() - centers[labels[start : start + _BLOCK_ROWS]].double()
+        out[start : start + _BLOCK_ROWS] = (diff * diff).sum(dim=1)
     return out
 
 
+def _subtract_assigned(residual: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> None:
+    """``residual -= centers[labels]`` in place, block by block (no ``[N, D]`` temporary)."""
+    for start in range(0, residual.shape[0], _BLOCK_ROWS):
+        residual[start : start + _BLOCK_ROWS] -= centers[labels[start : start + _BLOCK_ROWS]]
+
+
+def _sq_dist_from_rows(
+    X: torch.Tensor, columns: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """Squared distances ``[len(rows), N]`` from the rows ``X[rows]`` to every row of ``X`` ``[N, d]``.
+
+    ``columns`` is ``X.T`` stored contiguously ``[d, N]`` (faster products when d is small).
+    """
+    rows = rows.to(X.device)
+    out = torch.addmm(x_sq[None, :], X[rows], columns, beta=1, alpha=-2)  # ||x||^2 - 2 p.x
+    return out.add_(x_sq[rows][:, None]).clamp_(min=0)
+
+
 def _row_sq_norms(X: torch.Tensor) -> torch.Tensor:
-    return (X * X).sum(dim=1)
+    """Squared L2 norm of each row ``[N]``, block by block (no ``[N, D]`` temporary)."""
+    out = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        block = X[start : start + _BLOCK_ROWS]
+        out[start : start + _BLOCK_ROWS] = (block * block).sum(dim=1)
+    return out
 
 
-def _mean_square(X: torch.Tensor, chunk_size: int) -> float:
-    """Mean of ``X**2`` over all elements, accumulated in float64 chunk by chunk."""
+def _row_norms(X: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each row ``[N]``."""
+    return _row_sq_norms(X).sqrt_()
+
+
+def _mean_square(X: torch.Tensor) -> float:
+    """Mean of ``X**2`` over all elements, accumulated in float64 block by block."""
     total = 0.0
-    for start in range(0, X.shape[0], chunk_size):
-        block = X[start : start + chunk_size].double()
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        block = X[start : start + _BLOCK_ROWS].double()
         total += float((block * block).sum())
     return total / X.numel()
 

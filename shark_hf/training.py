@@ -5,17 +5,24 @@ tokenizer, builds (or fine-tunes) a model, trains it with AdamW under `accelerat
 validation P@10 with early stopping, and writes into `args.output_dir`:
 
 ```
-config.json  model.safetensors  README.md?    the best model (`save_pretrained`)
+config.json  model.safetensors  *.py         the best model (`save_pretrained`, with its remote code)
 tokenizer/                                   its tokenizer (`SharkTokenizer.save_pretrained`)
-metrics.json                                 final test (and validation) metrics of the best model
-log.jsonl                                    one JSON object per epoch (loss, validation metrics, seconds)
-training_curves.png                          train loss and validation P@10 per epoch
-checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders (+ trainer_state.json)
+metrics.json                                 test and validation metrics of the best model, privacy audit
+log.jsonl                                    one JSON object per epoch (losses, validation metrics)
+training_curves.png                          train/validation loss and validation P@10 per epoch
+checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders, with trainer_state.json and
+                                             best_model/ (the best model so far), written every
+                                             `--checkpoint_steps` optimizer steps
 ```
 
 The same code runs single-process (`python training/train.py ...` or `python -m shark_hf.training ...`) and
 distributed (`accelerate launch training/train.py ...` or `accelerate launch -m shark_hf.training ...`);
 evaluation gathers with `gather_for_metrics`, so a distributed evaluation sees each sample exactly once.
+
+Reproducibility: the shuffling order is a function of `--seed` and the epoch only (Accelerate's seedable
+sampler), and every DataLoader draws its worker seeds from its own generator, so the global torch RNG only
+drives initialisation and dropout. A checkpoint holds that RNG, the weights, the optimizer and the trainer's
+progress (also mid-epoch), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -47,8 +55,13 @@ from .tokenization_shark import SharkTokenizer
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
 REPORT_KS = (5, 10, 15, 20, 25, 30)
+HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
+_HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
+# Options that may differ between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
 
 
 @dataclass
@@ -68,7 +81,11 @@ class TrainingArguments:
     tokenizer_subfolder: str | None = field(default=None, metadata={"help": "Subfolder of --tokenizer."})
     label_space: str = field(default="ccs", metadata={"help": "Label space: ccs, ccsr or code."})
     init_from: str | None = field(
-        default=None, metadata={"help": "Fine-tune from a pretrained model folder or repo id."}
+        default=None,
+        metadata={
+            "help": "Fine-tune from a pretrained model folder or repo id (its architecture is kept; if its "
+            "labels differ from the cohort's, the prediction head is re-initialised)."
+        },
     )
     allow_tokenizer_mismatch: bool = field(
         default=False, metadata={"help": "Fine-tune even if --tokenizer differs from the model's tokenizer."}
@@ -76,7 +93,15 @@ class TrainingArguments:
     embed_dim: int = field(default=16, metadata={"help": "Codeword embedding width d (paper: 16)."})
     hidden_size: int = field(default=16, metadata={"help": "GRU hidden size."})
     composition: str = field(default="sum", metadata={"help": "How L codewords form a code: sum or concat."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout on visit vectors and the context."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the patient context vector."})
+    label_frequency_bias: bool = field(
+        default=True,
+        metadata={
+            "help": "Start a new (or re-initialised) prediction head with each label's bias at the log-odds "
+            "of its smoothed training frequency (n + 0.5) / (N + 1) instead of 0, so that the first steps "
+            "need not learn the label frequencies. A fine-tuned head that is kept is left as it is."
+        },
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (paper: 1e-3)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     num_epochs: int = field(default=30, metadata={"help": "Maximum number of epochs."})
@@ -91,7 +116,7 @@ class TrainingArguments:
         default="no", metadata={"help": "no, fp16 or bf16 (where the hardware has it)."}
     )
     checkpoint_steps: int | None = field(
-        default=None, metadata={"help": "Save the full training state every N training batches."}
+        default=None, metadata={"help": "Save the full training state every N optimizer steps."}
     )
     checkpoint_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
@@ -103,15 +128,25 @@ class TrainingArguments:
 
 @dataclass
 class TrainerState:
-    """Progress that a checkpoint must restore besides weights, optimizer and RNG states."""
+    """Progress that a checkpoint must restore besides weights, optimizer and RNG states.
+
+    `epoch` counts completed epochs, `step_in_epoch` the training batches of the current epoch already
+    consumed, `global_step` the optimizer steps. `epoch_loss_sum` / `epoch_samples` are the training BCE
+    (summed over samples and labels) and sample count of the current epoch so far, over all processes.
+    """
 
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_samples: int = 0
     best_metric: float = -math.inf
     best_epoch: int = -1
     epochs_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
 
 
 def load_cohort(args: TrainingArguments) -> DatasetDict:
@@ -133,38 +168,127 @@ def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]
     return {label: label for label in seen}
 
 
+def make_dataloader(
+    split: Dataset, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int, seed: int = 0
+) -> DataLoader:
+    """A DataLoader over a cohort split. Once prepared by Accelerate (seedable sampler), the shuffling
+    order is a function of the seed and the epoch only, so a resumed run sees the same batches; the loader's
+    own generator keeps iteration from drawing on the global torch RNG (dropout's)."""
+    columns = [c for c in ("visits", "labels") if c in split.column_names]
+    return DataLoader(
+        split.select_columns(columns),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collator,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
 def build_model(
     args: TrainingArguments, tokenizer: SharkTokenizer, label_names: dict[str, str]
-) -> SharkForDiagnosisPrediction:
-    """A new model for `tokenizer`, or `args.init_from` (head re-initialised if the labels differ)."""
-    config = SharkConfig.from_tokenizer(
-        tokenizer,
-        label_names,
-        label_space=args.label_space,
-        embed_dim=args.embed_dim,
-        hidden_size=args.hidden_size,
-        composition=args.composition,
-        dropout=args.dropout,
-    )
+) -> tuple[SharkForDiagnosisPrediction, bool]:
+    """A new model for `tokenizer`, or `args.init_from` fine-tuned on `label_names`.
+
+    Returns:
+        The model and whether its prediction head is new (a new model, or a pretrained one whose labels
+        differ from `label_names`, whose head is then re-initialised while every other weight is kept).
+    """
     if args.init_from is None:
-        return SharkForDiagnosisPrediction(config)
+        config = SharkConfig.from_tokenizer(
+            tokenizer,
+            label_names,
+            label_space=args.label_space,
+            embed_dim=args.embed_dim,
+            hidden_size=args.hidden_size,
+            composition=args.composition,
+            dropout=args.dropout,
+        )
+        return SharkForDiagnosisPrediction(config), True
     pretrained = SharkForDiagnosisPrediction.from_pretrained(args.init_from)
     pretrained.check_tokenizer(tokenizer, allow_mismatch=args.allow_tokenizer_mismatch)
-    if list(pretrained.config.id2label.values()) == list(label_names):
-        logger.info("Fine-tuning %s on the same %d labels", args.init_from, len(label_names))
-        return pretrained
+    logger.info(
+        "Fine-tuning %s: its architecture is kept (--embed_dim, --hidden_size, --composition, --dropout "
+        "are not used)",
+        args.init_from,
+    )
+    _record_tokenizer(pretrained.config, tokenizer)
+    old_labels = [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)]
+    if old_labels == list(label_names):
+        logger.info("Same %d %s labels: the prediction head is kept", len(old_labels), args.label_space)
+        return pretrained, False
     logger.warning(
         "Label space changed from %s (%d labels) to %s (%d labels): the prediction head is re-initialised",
         pretrained.config.label_space,
-        pretrained.config.num_labels,
+        len(old_labels),
         args.label_space,
         len(label_names),
     )
-    config = SharkConfig(**{**pretrained.config.to_dict(), **config.label_fields()})
+    return _with_new_head(pretrained, label_names, args.label_space), True
+
+
+def _record_tokenizer(config: SharkConfig, tokenizer: SharkTokenizer) -> None:
+    """Make `config` name `tokenizer` (after `check_tokenizer` accepted it), as `from_tokenizer` does."""
+    config.tokenizer_fingerprint = tokenizer.fingerprint
+    config.tokenizer_codebook_fingerprint = getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint)
+
+
+def _with_new_head(
+    pretrained: SharkForDiagnosisPrediction, label_names: dict[str, str], label_space: str
+) -> SharkForDiagnosisPrediction:
+    """A model with `pretrained`'s configuration and weights but a freshly initialised head for
+    `label_names`."""
+    labels = list(label_names)
+    config = SharkConfig(
+        **{
+            **pretrained.config.to_dict(),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+            "label_descriptions": dict(label_names),
+            "label_space": label_space,
+        }
+    )
     model = SharkForDiagnosisPrediction(config)
-    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(model.head_prefix)}
-    model.load_state_dict(body, strict=False)
+    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or any(not key.startswith(HEAD_PREFIX) for key in missing):
+        raise RuntimeError(
+            f"cannot transfer the weights of the pretrained model: missing {missing}, unexpected {unexpected}"
+        )
     return model
+
+
+def label_frequency_bias(split: Dataset, label_names: dict[str, str]) -> torch.Tensor:
+    """Log-odds of each label's smoothed frequency among the samples of `split`: `[C]` float32.
+
+    p_c = (n_c + 0.5) / (N + 1) for a label present in n_c of N samples, so a label never seen gets a finite
+    bias (about -log(2N)) and one always present a finite positive bias.
+    """
+    column = {label: i for i, label in enumerate(label_names)}
+    counts = torch.zeros(len(column), dtype=torch.float64)
+    for label, count in Counter(label for labels in split["labels"] for label in set(labels)).items():
+        if label not in column:
+            raise ValueError(f"training label {label!r} is not in the label space ({len(column)} labels)")
+        counts[column[label]] = count
+    p = (counts + 0.5) / (len(split) + 1)
+    return torch.logit(p).float()
+
+
+def init_head_bias(model: SharkForDiagnosisPrediction, bias: torch.Tensor) -> None:
+    """Set the prediction head's bias `[C]` (logits of an all-zero context vector)."""
+    with torch.no_grad():
+        model.get_parameter(HEAD_PREFIX + "bias").copy_(bias)
+    logger.info(
+        "Prediction head bias set to the log-odds of the training label frequencies (%.2f to %.2f)",
+        bias.min(),
+        bias.max(),
+    )
+
+
+# ------------------------------------------------------------------------------------------ evaluation
 
 
 @torch.no_grad()
@@ -200,8 +324,28 @@ def evaluate_split(
     return split_metrics(*predict_scores(model, dataloader, accelerator))
 
 
+def evaluate_model(
+    model: SharkForDiagnosisPrediction,
+    tokenizer: SharkTokenizer,
+    split: Dataset,
+    batch_size: int = 256,
+    max_visits: int | None = None,
+) -> dict[str, float | int]:
+    """Metrics of a trained model on one cohort split, in this process (no launcher needed). With the
+    run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split."""
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    collator = VisitCollator(tokenizer, labels, max_visits=max_visits)
+    accelerator = Accelerator()
+    loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
+    return evaluate_split(accelerator.prepare(model), loader, accelerator)
+
+
 def membership_audit(
-    model, member_loader: DataLoader, test_logits: torch.Tensor, test_labels: torch.Tensor, accelerator
+    model: SharkForDiagnosisPrediction,
+    member_loader: DataLoader,
+    test_logits: torch.Tensor,
+    test_labels: torch.Tensor,
+    accelerator: Accelerator,
 ) -> dict[str, float | int | str]:
     """Loss-threshold membership inference: training patients (members) against test patients."""
     member_logits, member_labels, _ = predict_scores(model, member_loader, accelerator)
@@ -216,134 +360,144 @@ def membership_audit(
     }
 
 
-def evaluate_model(
-    model: SharkForDiagnosisPrediction, tokenizer: SharkTokenizer, split, batch_size: int = 256
-) -> dict[str, float | int]:
-    """Metrics of a trained model on one cohort split, in this process (no launcher needed)."""
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    collator = VisitCollator(tokenizer, labels)
-    accelerator = Accelerator()
-    loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
-    return evaluate_split(accelerator.prepare(model), loader, accelerator)
-
-
-def make_dataloader(
-    split, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int
-) -> DataLoader:
-    """A DataLoader over a cohort split. Once prepared by Accelerate, the shuffling order is a function of
-    the seed and the epoch only (a seedable sampler), so a resumed run sees the same batches."""
-    columns = [c for c in ("visits", "labels") if c in split.column_names]
-    return DataLoader(
-        split.select_columns(columns),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=collator,
-        num_workers=workers,
-    )
+# -------------------------------------------------------------------------------------------- training
 
 
 def train(args: TrainingArguments) -> dict:
-    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json."""
-    output_dir = Path(args.output_dir)
+    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json's content."""
+    accelerator = _make_accelerator(args)
+    set_seed(args.seed)
+    cohort = load_cohort(args)
+    tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
+    label_names = resolve_label_names(cohort, args.label_space)
+    model, new_head = build_model(args, tokenizer, label_names)
+    if new_head and args.label_frequency_bias:
+        init_head_bias(model, label_frequency_bias(cohort["train"], label_names))
+    collator = VisitCollator(tokenizer, label_names, max_visits=args.max_visits)
+    splits = {"train": "train", "validation": "validation", "test": "test", "members": "train"}
+    loaders = {
+        name: make_dataloader(
+            cohort[split],
+            collator,
+            args.batch_size if name == "train" else args.eval_batch_size,
+            name == "train",
+            args.num_workers,
+            args.seed,
+        )
+        for name, split in splits.items()
+    }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
+    loaders = dict(zip(loaders, prepared, strict=True))
+    _start_run(args, accelerator, cohort, model, tokenizer)
+
+    state = _resume(args, accelerator) if args.resume_from_checkpoint else TrainerState()
+    start = time.perf_counter()
+    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
+        train_loss = _train_epoch(args, accelerator, model, optimizer, loaders["train"], state)
+        validation = evaluate_split(model, loaders["validation"], accelerator)
+        _end_epoch(args, accelerator, model, state, train_loss, validation)
+    train_seconds = time.perf_counter() - start
+    results = _final_results(args, accelerator, loaders, state, train_seconds)
+    accelerator.end_training()
+    return results
+
+
+def _make_accelerator(args: TrainingArguments) -> Accelerator:
+    """An Accelerator with numbered checkpoints under `output_dir/checkpoints` and a seeded sampler."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
+            project_dir=args.output_dir,
             automatic_checkpoint_naming=True,
             total_limit=args.checkpoint_limit,
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         log_with=_available_trackers(),
     )
-    set_seed(args.seed)
-    cohort = load_cohort(args)
-    tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
-    label_names = resolve_label_names(cohort, args.label_space)
-    model = build_model(args, tokenizer, label_names)
-    collator = VisitCollator(tokenizer, label_names, max_visits=args.max_visits)
-    train_loader = make_dataloader(cohort["train"], collator, args.batch_size, True, args.num_workers)
-    eval_loaders = {
-        name: make_dataloader(cohort[name], collator, args.eval_batch_size, False, args.num_workers)
-        for name in ("validation", "test")
-    }
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, train_loader, *loaders = accelerator.prepare(
-        model, optimizer, train_loader, *eval_loaders.values()
-    )
-    eval_loaders = dict(zip(eval_loaders, loaders, strict=True))
+    if not accelerator.is_local_main_process:  # progress bars on the main process only
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    return accelerator
+
+
+def _start_run(
+    args: TrainingArguments, accelerator: Accelerator, cohort: DatasetDict, model, tokenizer
+) -> None:
+    """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.init_trackers("shark", config=_tracker_config(args))
-        _log_cohort(cohort, model, accelerator)
-
-    state = _resume(args, accelerator) if args.resume_from_checkpoint else TrainerState()
-    start = time.perf_counter()
-    while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
-        epoch_loss = _train_epoch(args, accelerator, model, optimizer, train_loader, state)
-        validation = evaluate_split(model, eval_loaders["validation"], accelerator)
-        _end_epoch(args, accelerator, model, tokenizer, state, epoch_loss, validation)
-
-    best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
-    members = accelerator.prepare(
-        make_dataloader(cohort["train"], collator, args.eval_batch_size, False, args.num_workers)
-    )
-    test_logits, test_labels, test_loss = predict_scores(best, eval_loaders["test"], accelerator)
-    results = {
-        "best_epoch": state.best_epoch,
-        "train_seconds": round(time.perf_counter() - start, 3),
-        "num_processes": accelerator.num_processes,
-        "validation": evaluate_split(best, eval_loaders["validation"], accelerator),
-        "test": split_metrics(test_logits, test_labels, test_loss),
-        "privacy": membership_audit(best, members, test_logits, test_labels, accelerator),
-        "args": asdict(args),
-    }
-    if accelerator.is_main_process:
-        _write_json(output_dir / "metrics.json", results)
-        plot_training_curves({output_dir.name: state.history}, output_dir / "training_curves.png")
-        test = results["test"]
-        logger.info("Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f", *(test[k] for k in _HEADLINE))
-    accelerator.end_training()
-    return results
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
+        params = sum(p.numel() for p in model.parameters())
+        logger.info(
+            "Cohort: %s samples; model: %d parameters; %d process(es)",
+            sizes,
+            params,
+            accelerator.num_processes,
+        )
+    accelerator.init_trackers("shark", config=_tracker_config(args))
+    accelerator.wait_for_everyone()
 
 
-_HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
+def _train_epoch(
+    args, accelerator: Accelerator, model, optimizer, train_loader, state: TrainerState
+) -> float:
+    """One pass over the training split, from batch `state.step_in_epoch` on (a resumed epoch).
 
-
-def _train_epoch(args, accelerator, model, optimizer, train_loader, state: TrainerState) -> float:
-    """One pass over the training split (from `state.step_in_epoch` on when resuming); mean batch loss."""
+    Returns:
+        The epoch's mean training BCE in nats per label (as the validation loss), over all processes.
+    """
     model.train()
     train_loader.set_epoch(state.epoch)
-    loader = accelerator.skip_first_batches(train_loader, state.step_in_epoch)
-    losses = []
     progress = tqdm(
-        loader,
+        accelerator.skip_first_batches(train_loader, state.step_in_epoch),
         desc=f"epoch {state.epoch + 1}/{args.num_epochs}",
         initial=state.step_in_epoch,
         total=len(train_loader),
         disable=not accelerator.is_local_main_process,
         leave=False,
     )
+    totals = torch.zeros(2, device=accelerator.device)  # this process's [BCE sum, samples] not yet in state
     for batch in progress:
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = model(**batch).loss  # summed over labels, averaged over the batch
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-        losses.append(loss.detach().float())
+        batch_size = len(batch["labels"])
+        totals += torch.stack([loss.detach().float() * batch_size, loss.new_tensor(batch_size).float()])
         state.step_in_epoch += 1
-        state.global_step += 1
-        if args.checkpoint_steps and state.global_step % args.checkpoint_steps == 0:
-            _save_checkpoint(accelerator, state)
-    mean_loss = torch.stack(losses).mean() if losses else torch.tensor(float("nan"))
-    return accelerator.gather(mean_loss.reshape(1).to(accelerator.device)).mean().item()
+        if accelerator.sync_gradients:
+            state.global_step += 1
+            if args.checkpoint_steps and state.global_step % args.checkpoint_steps == 0:
+                _add_losses(accelerator, state, totals)
+                _save_checkpoint(args, accelerator, state)
+    _add_losses(accelerator, state, totals)
+    num_labels = accelerator.unwrap_model(model).config.num_labels
+    return state.epoch_loss_sum / max(state.epoch_samples, 1) / num_labels
 
 
-def _end_epoch(args, accelerator, model, tokenizer, state: TrainerState, epoch_loss: float, validation: dict):
+def _add_losses(accelerator: Accelerator, state: TrainerState, totals: torch.Tensor) -> None:
+    """Move every process's running `[BCE sum, samples]` into `state` (a collective call), zero `totals`."""
+    loss_sum, samples = accelerator.reduce(totals.clone(), reduction="sum").tolist()
+    state.epoch_loss_sum += loss_sum
+    state.epoch_samples += round(samples)
+    totals.zero_()
+
+
+def _end_epoch(
+    args, accelerator: Accelerator, model, state: TrainerState, train_loss: float, validation: dict
+):
     """Record the epoch, keep the best model on validation P@10, count epochs without improvement."""
     state.epoch += 1
-    state.step_in_epoch = 0
-    record = {"epoch": state.epoch, "step": state.global_step, "train_loss": epoch_loss}
+    state.step_in_epoch = state.epoch_samples = 0
+    state.epoch_loss_sum = 0.0
+    record = {"epoch": state.epoch, "step": state.global_step, "train_loss": train_loss}
     record.update({f"validation_{k}": v for k, v in validation.items()})
     state.history.append(record)
     improved = validation[SELECTION_METRIC] > state.best_metric
@@ -352,46 +506,103 @@ def _end_epoch(args, accelerator, model, tokenizer, state: TrainerState, epoch_l
         state.epochs_without_improvement = 0
     else:
         state.epochs_without_improvement += 1
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if improved:
             accelerator.unwrap_model(model).save_pretrained(args.output_dir)
-            tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
         with open(Path(args.output_dir) / "log.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
-        accelerator.log({k: v for k, v in record.items() if isinstance(v, float | int)}, step=state.epoch)
         logger.info(
-            "epoch %d: train loss %.4f, validation P@10 %.4f%s",
+            "epoch %d: train loss %.4f, validation loss %.4f, P@10 %.4f%s",
             state.epoch,
-            epoch_loss,
+            train_loss,
+            validation["loss"],
             validation[SELECTION_METRIC],
             " (best)" if improved else "",
         )
+    accelerator.log({k: v for k, v in record.items() if isinstance(v, float | int)}, step=state.epoch)
     accelerator.wait_for_everyone()
 
 
-def _save_checkpoint(accelerator: Accelerator, state: TrainerState) -> None:
-    """`save_state` (weights, optimizer, RNGs, sampler) plus the trainer's progress as JSON."""
-    folder = accelerator.save_state()
+def _final_results(
+    args, accelerator: Accelerator, loaders: dict, state: TrainerState, seconds: float
+) -> dict:
+    """Evaluate the saved best model on validation and test, audit it, write metrics.json and the plot."""
+    output_dir = Path(args.output_dir)
+    best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
+    test_logits, test_labels, test_loss = predict_scores(best, loaders["test"], accelerator)
+    results = {
+        "best_epoch": state.best_epoch,
+        "epochs": state.epoch,
+        "train_seconds": round(seconds, 3),
+        "num_processes": accelerator.num_processes,
+        "validation": evaluate_split(best, loaders["validation"], accelerator),
+        "test": split_metrics(test_logits, test_labels, test_loss),
+        "privacy": membership_audit(best, loaders["members"], test_logits, test_labels, accelerator),
+        "args": asdict(args),
+    }
     if accelerator.is_main_process:
-        _write_json(Path(folder) / TRAINER_STATE, asdict(state))
+        _write_json(output_dir / "metrics.json", results)
+        plot_training_curves({output_dir.name: state.history}, output_dir / "training_curves.png")
+        logger.info(
+            "Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f", *(results["test"][k] for k in _HEADLINE)
+        )
+    return results
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def _save_checkpoint(args: TrainingArguments, accelerator: Accelerator, state: TrainerState) -> None:
+    """`save_state` (weights, optimizer, RNGs, sampler) plus the trainer's progress as JSON and the best
+    model so far, so that the checkpoint alone can resume the run (into any output folder)."""
+    folder = Path(accelerator.save_state())
+    if accelerator.is_main_process:
+        if state.best_epoch > 0:
+            SharkForDiagnosisPrediction.from_pretrained(args.output_dir).save_pretrained(folder / BEST_MODEL)
+        _write_json(folder / TRAINER_STATE, {**asdict(state), "args": asdict(args)})
     accelerator.wait_for_everyone()
 
 
 def _resume(args: TrainingArguments, accelerator: Accelerator) -> TrainerState:
-    """Restore a checkpoint and the trainer's progress; continue the checkpoint numbering after it."""
+    """Restore a checkpoint: training state, trainer progress, the best model so far and log.jsonl."""
     folder = Path(args.resume_from_checkpoint)
     if args.resume_from_checkpoint == "latest":
         folder = _latest_checkpoint(Path(args.output_dir) / "checkpoints")
     if not (folder / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{folder} is not a shark-hf checkpoint: it has no {TRAINER_STATE}")
+    saved = json.loads((folder / TRAINER_STATE).read_text())
+    _warn_changed_args(args, saved.pop("args"))
+    state = TrainerState(**saved)
+    if accelerator.is_main_process:
+        _restore_outputs(args, folder, state)
     accelerator.load_state(str(folder))
-    # load_state does not advance the automatic checkpoint counter: without this the next
-    # save_state would try to write checkpoint_0 again.
+    # load_state does not advance the automatic checkpoint counter: without this the next save_state would
+    # number its folder from 0 again (and, in the same output folder, overwrite checkpoint_0).
     accelerator.project_configuration.iteration = int(folder.name.rsplit("_", 1)[1]) + 1
-    state = TrainerState(**json.loads((folder / TRAINER_STATE).read_text()))
-    logger.info("Resumed from %s at epoch %d, step %d", folder, state.epoch, state.global_step)
+    accelerator.wait_for_everyone()
+    logger.info("Resumed from %s at epoch %d, batch %d", folder, state.epoch + 1, state.step_in_epoch)
     return state
+
+
+def _restore_outputs(args: TrainingArguments, folder: Path, state: TrainerState) -> None:
+    """Put the checkpoint's best model and the log of its epochs into `output_dir` (main process)."""
+    output_dir = Path(args.output_dir)
+    if (folder / BEST_MODEL).is_dir():
+        SharkForDiagnosisPrediction.from_pretrained(folder / BEST_MODEL).save_pretrained(output_dir)
+    lines = "".join(json.dumps(record) + "\n" for record in state.history)
+    tmp = output_dir / "log.jsonl.tmp"
+    tmp.write_text(lines)
+    os.replace(tmp, output_dir / "log.jsonl")
+
+
+def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
+    changed = {
+        k: (v, getattr(args, k))
+        for k, v in saved.items()
+        if k not in _RESUMABLE_CHANGES and getattr(args, k) != v
+    }
+    if changed:
+        logger.warning("Resuming with options that differ from the checkpoint's (was, now): %s", changed)
 
 
 def _latest_checkpoint(folder: Path) -> Path:
@@ -399,6 +610,9 @@ def _latest_checkpoint(folder: Path) -> Path:
     if not checkpoints:
         raise FileNotFoundError(f"No checkpoint_* folder in {folder} to resume from")
     return checkpoints[-1]
+
+
+# ---------------------------------------------------------------------------------------------- output
 
 
 def _write_json(path: Path, content: dict) -> None:
@@ -418,14 +632,6 @@ def _available_trackers() -> list[str] | None:
 
 def _tracker_config(args: TrainingArguments) -> dict:
     return {k: v for k, v in asdict(args).items() if isinstance(v, int | float | str | bool)}
-
-
-def _log_cohort(cohort: DatasetDict, model, accelerator: Accelerator) -> None:
-    sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
-    params = sum(p.numel() for p in model.parameters())
-    logger.info(
-        "Cohort: %s samples; model: %d parameters; %d process(es)", sizes, params, accelerator.num_processes
-    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Tests for shark_hf.embeddings: code texts, embedding with MiniLM and a tiny Qwen3, the cache, the loaders."""
+"""shark_hf.embeddings: code texts, embedding with MiniLM and a tiny Qwen3, the cache, the loaders."""
 
 from __future__ import annotations
 
@@ -86,7 +86,12 @@ def test_embed_codes_shapes_and_values(minilm, tmp_path):
     result = embed_codes(CODES, model=minilm, cache_dir=tmp_path, show_progress=False)
     assert result.codes == CANONICAL
     assert result.vectors.shape == (4, 384) and result.vectors.dtype == torch.float32
-    assert (result.dim, len(result), result.model_id, result.text) == (384, 4, DEFAULT_MODEL_ID, "description")
+    assert (result.dim, len(result), result.model_id, result.text) == (
+        384,
+        4,
+        DEFAULT_MODEL_ID,
+        "description",
+    )
     torch.testing.assert_close(result.vectors.norm(dim=1), torch.ones(4), atol=1e-6, rtol=0)
     direct = minilm.model.encode([HTN], convert_to_tensor=True)[0]
     torch.testing.assert_close(result.vectors[0], direct, atol=1e-6, rtol=0)
@@ -125,7 +130,8 @@ def test_partial_cache_hit_embeds_only_missing_texts(minilm, tmp_path, monkeypat
     merged = embed_codes(CODES, model=minilm, cache_dir=tmp_path, show_progress=False)
     assert seen == [
         "Human immunodeficiency virus [HIV] disease",
-        "Diabetes mellitus without mention of complication, type II or unspecified type, not stated as uncontrolled",
+        "Diabetes mellitus without mention of complication, type II or unspecified type, "
+        "not stated as uncontrolled",
     ]
     fresh = embed_codes(CODES, model=minilm, cache_dir=tmp_path / "fresh", show_progress=False)
     torch.testing.assert_close(merged.vectors, fresh.vectors, atol=1e-6, rtol=0)
@@ -140,10 +146,14 @@ def test_fingerprint_ignores_path_and_mtime(tmp_path):
     assert moved.weights == reference.weights and moved.fingerprint == reference.fingerprint
     assert moved.model_id == str(copy) and reference.model_id == DEFAULT_MODEL_ID
     os.utime(copy / "config.json", ns=(1, 1))
-    assert resolve_model(copy, device="cpu", cache_dir=tmp_path / "cache").fingerprint == reference.fingerprint
+    assert (
+        resolve_model(copy, device="cpu", cache_dir=tmp_path / "cache").fingerprint == reference.fingerprint
+    )
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(config | {"layer_norm_eps": 1e-6}))
-    assert resolve_model(copy, device="cpu", cache_dir=tmp_path / "cache").fingerprint != reference.fingerprint
+    assert (
+        resolve_model(copy, device="cpu", cache_dir=tmp_path / "cache").fingerprint != reference.fingerprint
+    )
 
 
 def test_synonyms_mean_pool_individual_vectors(minilm, tmp_path):
@@ -158,7 +168,9 @@ def test_synonyms_mean_pool_individual_vectors(minilm, tmp_path):
 
 def test_hierarchy_embeds_the_joined_text(minilm, tmp_path):
     result = embed_codes(["401.9"], model=minilm, text="hierarchy", cache_dir=tmp_path, show_progress=False)
-    torch.testing.assert_close(result.vectors[0], embed_one_by_one(minilm, [HTN_HIERARCHY])[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        result.vectors[0], embed_one_by_one(minilm, [HTN_HIERARCHY])[0], atol=1e-6, rtol=0
+    )
 
 
 def test_embed_codes_errors(minilm, tmp_path):
@@ -192,7 +204,9 @@ def test_code_embeddings_select_and_validation():
     with pytest.raises(ValueError, match="duplicate codes in CodeEmbeddings: ICD9CM:042"):
         CodeEmbeddings(["ICD9CM:042", "ICD9CM:4019", "ICD9CM:042"], torch.zeros(3, 2), "m", "t")
     with pytest.raises(ValueError, match=r"1 vectors have NaN or inf values: row 1 \(ICD9CM:042\)"):
-        CodeEmbeddings(["ICD9CM:4019", "ICD9CM:042"], torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "m", "t")
+        CodeEmbeddings(
+            ["ICD9CM:4019", "ICD9CM:042"], torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "m", "t"
+        )
     with pytest.raises(ValueError, match=r"vectors must be 2-D \[N, D\], got shape \(3,\)"):
         CodeEmbeddings(["a", "b", "c"], torch.zeros(3), "m", "t")
 
@@ -246,10 +260,21 @@ def test_load_parquet_list_and_numeric_columns(tmp_path):
     lists = pa.table({"code": ["401.9", "I10"], "embedding": [[1.0, 2.0], [3.0, 4.5]]})
     pq.write_table(lists, tmp_path / "lists.parquet")
     loaded = load_embeddings(tmp_path / "lists.parquet")
-    assert loaded.codes == ["ICD9CM:4019", "ICD10CM:I10"] and loaded.vectors.tolist() == [[1.0, 2.0], [3.0, 4.5]]
+    assert loaded.codes == ["ICD9CM:4019", "ICD10CM:I10"] and loaded.vectors.tolist() == [
+        [1.0, 2.0],
+        [3.0, 4.5],
+    ]
     numeric = pa.table({"code": ["401.9", "I10"], "x0": [1, 3], "x1": [2.0, 4.5], "x2": [0.0, -1.0]})
     pq.write_table(numeric, tmp_path / "numeric.parquet")
-    assert load_embeddings(tmp_path / "numeric.parquet").vectors.tolist() == [[1.0, 2.0, 0.0], [3.0, 4.5, -1.0]]
+    assert load_embeddings(tmp_path / "numeric.parquet").vectors.tolist() == [
+        [1.0, 2.0, 0.0],
+        [3.0, 4.5, -1.0],
+    ]
+    fixed = pa.table(
+        {"code": ["401.9", "I10"], "vector": pa.array([[1.0, 2.0], [3.0, 4.5]], pa.list_(pa.float32(), 2))}
+    )
+    pq.write_table(fixed, tmp_path / "fixed.parquet")
+    assert load_embeddings(tmp_path / "fixed.parquet").vectors.tolist() == [[1.0, 2.0], [3.0, 4.5]]
     custom = pa.table({"code": ["401.9"], "emb_v2": [[0.5, 0.25]], "vector": [[9.0, 9.0]]})
     pq.write_table(custom, tmp_path / "custom.parquet")
     assert load_embeddings(tmp_path / "custom.parquet", key="emb_v2").vectors.tolist() == [[0.5, 0.25]]
@@ -259,14 +284,22 @@ def test_load_parquet_list_and_numeric_columns(tmp_path):
 def test_load_parquet_errors(tmp_path):
     ragged = pa.table({"code": ["401.9", "I10", "042"], "vector": [[1.0, 2.0], [3.0, 4.0], [5.0]]})
     pq.write_table(ragged, tmp_path / "ragged.parquet")
-    with pytest.raises(ValueError, match=r"ragged.parquet: ragged dimensions: row 2 \(code '042'\) has 1 values"):
+    with pytest.raises(
+        ValueError, match=r"ragged.parquet: ragged dimensions: row 2 \(code '042'\) has 1 values"
+    ):
         load_embeddings(tmp_path / "ragged.parquet")
+    null = pa.table({"code": ["401.9", "I10"], "vector": [[1.0, 2.0], None]})
+    pq.write_table(null, tmp_path / "null.parquet")
+    with pytest.raises(ValueError, match=r"null.parquet: row 1 \(code 'I10'\) has missing values"):
+        load_embeddings(tmp_path / "null.parquet")
     nan = pa.table({"code": ["401.9", "I10"], "vector": [[1.0, float("nan")], [3.0, 4.0]]})
     pq.write_table(nan, tmp_path / "nan.parquet")
     with pytest.raises(ValueError, match=r"nan.parquet: 1 vectors have NaN .*row 0 \(ICD9CM:4019\)"):
         load_embeddings(tmp_path / "nan.parquet")
     pq.write_table(pa.table({"icd": ["401.9"], "vector": [[1.0]]}), tmp_path / "nocode.parquet")
-    with pytest.raises(ValueError, match=r"nocode.parquet: no 'code' column \(columns: \['icd', 'vector'\]\)"):
+    with pytest.raises(
+        ValueError, match=r"nocode.parquet: no 'code' column \(columns: \['icd', 'vector'\]\)"
+    ):
         load_embeddings(tmp_path / "nocode.parquet")
     pq.write_table(pa.table({"code": ["401.9"], "x0": [1.0], "note": ["a"]}), tmp_path / "text.parquet")
     with pytest.raises(ValueError, match="text.parquet: column 'note' is string, expected numbers"):
@@ -375,8 +408,12 @@ def build_tiny_qwen3(directory: Path, eos_template: bool) -> Path:
     tokenizer.add_special_tokens(["<|endoftext|>", "<|im_end|>"])
     if eos_template:  # current Qwen3-Embedding tokenizers append <|endoftext|> themselves
         end = ("<|endoftext|>", vocab["<|endoftext|>"])
-        tokenizer.post_processor = processors.TemplateProcessing(single="$A <|endoftext|>", special_tokens=[end])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A <|endoftext|>", special_tokens=[end]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     fast.save_pretrained(directory)
     config = Qwen3Config(
         vocab_size=len(vocab),
@@ -422,7 +459,11 @@ def test_qwen3_embedding_last_token_left_padding(tiny_qwen3, tmp_path):
     expected = qwen3_reference(tiny_qwen3, texts, embeddings.QWEN3_INSTRUCTION)
     torch.testing.assert_close(result.vectors, expected, atol=1e-5, rtol=0)
     ref = resolve_model(tiny_qwen3, device="cpu", cache_dir=tmp_path)
-    assert (ref.backend, ref.dtype, ref.instruction) == ("qwen3-embedding", "float32", embeddings.QWEN3_INSTRUCTION)
+    assert (ref.backend, ref.dtype, ref.instruction) == (
+        "qwen3-embedding",
+        "float32",
+        embeddings.QWEN3_INSTRUCTION,
+    )
 
 
 def test_qwen3_instruction_and_missing_eos_template(tiny_qwen3, tmp_path):
@@ -430,7 +471,9 @@ def test_qwen3_instruction_and_missing_eos_template(tiny_qwen3, tmp_path):
     result = embed_codes(
         CODES[:2], model=plain, device="cpu", cache_dir=tmp_path / "c", instruction="Group diagnoses"
     )
-    expected = qwen3_reference(tiny_qwen3, [HTN, "Type 2 diabetes mellitus without complications"], "Group diagnoses")
+    expected = qwen3_reference(
+        tiny_qwen3, [HTN, "Type 2 diabetes mellitus without complications"], "Group diagnoses"
+    )
     torch.testing.assert_close(result.vectors, expected, atol=1e-5, rtol=0)
     default = resolve_model(plain, device="cpu", cache_dir=tmp_path / "c")
     other = resolve_model(plain, device="cpu", instruction="Group diagnoses", cache_dir=tmp_path / "c")

@@ -17,10 +17,18 @@ patients that qualify, sorted, are permuted with `numpy.random.default_rng(seed)
 `floor(7 n / 10)` go to train, the next `floor(n / 10)` to validation and the remaining
 `n - floor(7n/10) - floor(n/10)` to test. A MEDS dataset with `metadata/subject_splits.parquet` keeps its
 splits (train / tuning / held_out -> train / validation / test).
+
+Rows that cannot be used are never dropped silently: each is counted under one reason of
+`shark_hf.data.report.REASONS` (with up to 5 examples: file, line, raw values) in the `CohortReport`,
+which also carries the cohort card (patients, visits, codes, label cardinality per split). A code without
+a label in the label space stays in the input visits and is listed in the report notes; a target visit
+without any labelled code gives an empty `labels` list (counted).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +36,12 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.table import InMemoryTable
 
 from shark_hf.codes import to_label
-from shark_hf.data.events import TIME_TYPE, DiagnosisRows
+from shark_hf.data.events import TIME_TYPE, DiagnosisRows, repeated, unique_inverse
 from shark_hf.data.meds import read_meds
 from shark_hf.data.mimic import read_mimic
 from shark_hf.data.report import CohortReport, RowIssues
@@ -46,7 +53,7 @@ SOURCES = ("mimic3", "mimic4", "meds", "table")
 LABEL_SPACES = ("ccs", "ccsr", "code")
 SAMPLES = ("last", "all_prefixes")
 SPLITS = ("train", "validation", "test")
-FEATURES = datasets.Features(
+COHORT_FEATURES = datasets.Features(
     {
         "patient_id": datasets.Value("string"),
         "sample_id": datasets.Value("string"),
@@ -77,25 +84,31 @@ class _Visits:
 def rank(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Sort the distinct values of [N] `array` (numerically when they are all integer strings).
 
-    Returns ([N] int64 rank of each entry, the sorted distinct values).
+    `array` holds no nulls; a DictionaryArray is ranked through its dictionary (unused entries dropped).
+    Returns ([N] int64 rank of each entry, the sorted distinct values that occur).
     """
-    encoded = pc.dictionary_encode(array)
-    dictionary = encoded.dictionary
-    keys = dictionary
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    inner = pc.dictionary_encode(array.dictionary)  # merge repeated dictionary entries
+    indices = inner.indices.to_numpy()[array.indices.to_numpy()]
+    present = np.bincount(indices, minlength=len(inner.dictionary)) > 0
+    values = inner.dictionary.filter(pa.array(present))
+    indices = (np.cumsum(present) - 1)[indices]
+    keys = values
     if pa.types.is_string(keys.type) and len(keys) and pc.all(pc.utf8_is_digit(keys)).as_py():
         if pc.max(pc.utf8_length(keys)).as_py() <= 18:
             keys = pc.cast(keys, pa.int64())
     order = pc.sort_indices(keys).to_numpy()
     rank_of = np.empty(len(order), dtype=np.int64)
     rank_of[order] = np.arange(len(order))
-    return rank_of[encoded.indices.to_numpy()], dictionary.take(pa.array(order))
+    return rank_of[indices], values.take(pa.array(order))
 
 
 def _group_visits(rows: DiagnosisRows, issues: RowIssues) -> _Visits:
     """Sort rows into visits (time, then visit id) and codes (order), dropping repeated codes per visit."""
     patient, patient_ids = rank(rows.patient)
     visit, visit_ids = rank(rows.visit)
-    group, unique = pd.factorize(patient * max(len(visit_ids), 1) + visit)
+    unique, group = unique_inverse(patient * max(len(visit_ids), 1) + visit)
     visit_patient, visit_rank = unique // max(len(visit_ids), 1), unique % max(len(visit_ids), 1)
     times = pc.fill_null(pc.cast(rows.time, pa.int64()), _NO_TIME).to_numpy()
     visit_time = np.full(len(unique), _NO_TIME, dtype=np.int64)
@@ -105,25 +118,28 @@ def _group_visits(rows: DiagnosisRows, issues: RowIssues) -> _Visits:
     final[visit_order] = np.arange(len(unique))
 
     row_visit = final[group]
-    perm = np.lexsort((rows.row, rows.file, rows.order, row_visit))
+    # Stable sorts: rows arrive in file order, which breaks ties of (visit, order).
+    width = int(rows.order.max()) + 1 if len(rows.order) else 1
+    if width * len(unique) < 2**62:
+        perm = np.argsort(row_visit * width + rows.order, kind="stable")
+    else:
+        perm = np.lexsort((rows.order, row_visit))
     row_visit, codes = row_visit[perm], rows.code[perm]
-    repeated = pd.Series(row_visit * max(len(rows.codes), 1) + codes).duplicated().to_numpy()
-    files, file_rows = rows.file[perm][repeated], rows.row[perm][repeated]
+    duplicate = repeated(row_visit * max(len(rows.codes), 1) + codes)
+    files, file_rows = rows.file[perm][duplicate], rows.row[perm][duplicate]
     for f in np.unique(files):
         issues.add("duplicate_row", int(f), file_rows[files == f])
-    row_visit, codes = row_visit[~repeated], codes[~repeated]
+    row_visit, codes = row_visit[~duplicate], codes[~duplicate]
 
-    code_offsets = np.concatenate([[0], np.cumsum(np.bincount(row_visit, minlength=len(unique)))])
     patient_of_visit = visit_patient[visit_order]
     time = visit_time[visit_order]
-    visit_offsets = np.concatenate([[0], np.cumsum(np.bincount(patient_of_visit, minlength=len(patient_ids)))])
     return _Visits(
         codes=codes.astype(np.int32),
-        code_offsets=code_offsets,
+        code_offsets=_offsets(np.bincount(row_visit, minlength=len(unique))),
         time=pa.array(time, pa.int64(), mask=time == _NO_TIME).cast(TIME_TYPE),
         patient=patient_of_visit,
         patient_ids=patient_ids.cast(pa.string()),
-        visit_offsets=visit_offsets,
+        visit_offsets=_offsets(np.bincount(patient_of_visit, minlength=len(patient_ids))),
     )
 
 
@@ -175,38 +191,50 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _list_array(offsets: np.ndarray, values: pa.Array) -> pa.Array:
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"cohort too large for an Arrow list column ({offsets[-1]:,} entries); use sample='last'"
+        )
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def _samples(visits: _Visits, codes: list[str], label_of_code: np.ndarray, labels: list[str], split: np.ndarray,
-             sample: str) -> tuple[pa.Table, np.ndarray]:
-    """The sample table (FEATURES columns) and [S] int8 split per sample."""
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+
+
+def _samples(
+    visits: _Visits,
+    codes: list[str],
+    label_of_code: np.ndarray,
+    labels: list[str],
+    split: np.ndarray,
+    sample: str,
+) -> tuple[pa.Table, np.ndarray]:
+    """The sample table (COHORT_FEATURES columns), rows grouped by split, and [S] int8 split per sample."""
     num_visits = np.diff(visits.visit_offsets)
     patients = np.flatnonzero(split >= 0)
+    patients = patients[np.argsort(split[patients], kind="stable")]
     first = visits.visit_offsets[patients]
     if sample == "last":
-        sample_patient, num_inputs = patients, num_visits[patients] - 1
-        sample_first = first
+        sample_patient, num_inputs, sample_first = patients, num_visits[patients] - 1, first
     else:
         per_patient = num_visits[patients] - 1
         sample_patient = np.repeat(patients, per_patient)
         num_inputs = _ranges(np.ones(len(patients), dtype=np.int64), per_patient)
         sample_first = np.repeat(first, per_patient)
-    inputs = _ranges(sample_first, num_inputs)
+    inputs = _ranges(sample_first, num_inputs)  # visit index of each input visit, sample after sample
     targets = sample_first + num_inputs
-    offsets = np.concatenate([[0], np.cumsum(num_inputs)])
 
-    code_strings = pa.array(codes, pa.string()).take(pa.array(visits.codes))
-    visit_codes = _list_array(visits.code_offsets, code_strings)
-    visit_labels = _visit_labels(visits, label_of_code, labels)
+    # Arrow's take on the per-visit lists builds the output directly (no index arrays per code).
+    visit_codes = _list_array(visits.code_offsets, pa.array(codes, pa.string()).take(pa.array(visits.codes)))
     patient_id = visits.patient_ids.take(pa.array(sample_patient))
     table = pa.table(
         {
             "patient_id": patient_id,
-            "sample_id": pc.binary_join_element_wise(patient_id, pc.cast(pa.array(num_inputs), pa.string()), "#"),
-            "visits": _list_array(offsets, visit_codes.take(pa.array(inputs))),
-            "visit_times": _list_array(offsets, visits.time.take(pa.array(inputs))),
-            "labels": visit_labels.take(pa.array(targets)),
+            "sample_id": pc.binary_join_element_wise(patient_id, pa.array(num_inputs).cast(pa.string()), "#"),
+            "visits": _list_array(_offsets(num_inputs), visit_codes.take(pa.array(inputs))),
+            "visit_times": _list_array(_offsets(num_inputs), visits.time.take(pa.array(inputs))),
+            "labels": _visit_labels(visits, label_of_code, labels).take(pa.array(targets)),
         }
     )
     return table, split[sample_patient]
@@ -217,10 +245,10 @@ def _visit_labels(visits: _Visits, label_of_code: np.ndarray, labels: list[str])
     row_visit = np.repeat(np.arange(len(visits.code_offsets) - 1), np.diff(visits.code_offsets))
     row_label = label_of_code[visits.codes]
     keep = row_label >= 0
-    keep[keep] = ~pd.Series(row_visit[keep] * max(len(labels), 1) + row_label[keep]).duplicated().to_numpy()
+    keep[keep] = ~repeated(row_visit[keep] * max(len(labels), 1) + row_label[keep])
     counts = np.bincount(row_visit[keep], minlength=len(visits.code_offsets) - 1)
     values = pa.array(labels, pa.string()).take(pa.array(row_label[keep]))
-    return _list_array(np.concatenate([[0], np.cumsum(counts)]), values)
+    return _list_array(_offsets(counts), values)
 
 
 def _card(visits: _Visits, split: np.ndarray, table: pa.Table, sample_split: np.ndarray) -> dict[str, dict]:
@@ -245,14 +273,24 @@ def _card(visits: _Visits, split: np.ndarray, table: pa.Table, sample_split: np.
             "patients": patients,
             "samples": samples,
             "visits": n_visits,
-            "distinct_codes": int(np.unique(visits.codes[in_c]).size),
+            "distinct_codes": int(np.count_nonzero(np.bincount(visits.codes[in_c], minlength=1))),
             "mean_visits_per_patient": float(n_visits / patients) if patients else 0.0,
             "max_visits_per_patient": int(num_visits[in_p].max()) if patients else 0,
             "mean_codes_per_visit": float(in_c.sum() / n_visits) if n_visits else 0.0,
-            "distinct_labels": int(np.unique(label_values[in_l]).size),
+            "distinct_labels": int(np.count_nonzero(np.bincount(label_values[in_l], minlength=1))),
             "mean_labels_per_sample": float(in_l.sum() / samples) if samples else 0.0,
         }
     return card
+
+
+def _fingerprint(issues: RowIssues, options: dict[str, Any], split: str) -> str:
+    """Deterministic `datasets` fingerprint from the options and the files read (name, size, mtime).
+
+    Passing it spares `datasets` hashing the whole in-memory table (which copies it).
+    """
+    files = [(f.name, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in issues.files]
+    text = json.dumps({"options": options, "files": files, "split": split}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _read(source: str, root: Path, issues: RowIssues, **kwargs: Any) -> DiagnosisRows:
@@ -279,8 +317,8 @@ def build_cohort(
     """Build a next-visit diagnosis prediction cohort (see the module docstring for the rows and splits).
 
     Args:
-        source: "mimic3", "mimic4", "meds" (a MEDS folder) or "table" (one CSV/parquet file; see
-            `shark_hf.data.table.read_table` for its column arguments, passed as `source_kwargs`).
+        source: "mimic3", "mimic4" (see `shark_hf.data.mimic`), "meds" (a MEDS folder, see
+            `shark_hf.data.meds`) or "table" (one CSV/parquet file, see `shark_hf.data.table`).
         root: the source folder (the file for "table").
         label_space: "ccs" (283 single-level CCS categories), "ccsr" (ICD-10-CM CCSR) or "code" (the codes).
         min_visits: patients with fewer visits are left out (counted in the report); at least 2.
@@ -288,6 +326,8 @@ def build_cohort(
         seed: seeds the patient split.
         strict: raise ValueError at the first unusable row (file, line, reason) instead of reporting it.
         return_report: also return the `CohortReport` (unusable rows with examples, cohort card).
+        **source_kwargs: for "table": `patient_col`, `code_col`, and `visit_col` and/or `time_col`,
+            optionally `system_col` or `system`, and `order_col`. The other sources take none.
 
     Returns:
         `DatasetDict` with "train", "validation", "test" (and the `CohortReport` when `return_report`).
@@ -318,15 +358,20 @@ def build_cohort(
     split = _split_patients(visits, eligible, seed, rows.splits, notes)
     table, sample_split = _samples(visits, rows.codes, label_of_code, labels, split, sample)
     if unlabelled:
-        notes[f"codes_without_{label_space}_label"] = f"{len(unlabelled)} ({', '.join(unlabelled[:5])}{', ...' if len(unlabelled) > 5 else ''})"
+        notes[f"codes_without_{label_space}_label"] = len(unlabelled)
+        notes[f"codes_without_{label_space}_label_examples"] = unlabelled[:5]
     notes["samples_with_empty_labels"] = int((pc.list_value_length(table["labels"]).to_numpy() == 0).sum())
 
+    options = {"source": source, "label_space": label_space, "min_visits": min_visits}
+    options.update({"sample": sample, "seed": seed, "strict": strict, **source_kwargs})
+    bounds = _offsets(np.bincount(sample_split, minlength=len(SPLITS)))
     cohort = datasets.DatasetDict(
         {
             name: datasets.Dataset(
-                InMemoryTable(table.take(pa.array(np.flatnonzero(sample_split == i)))),
-                info=datasets.DatasetInfo(features=FEATURES),
+                InMemoryTable(table.slice(bounds[i], bounds[i + 1] - bounds[i])),
+                info=datasets.DatasetInfo(features=COHORT_FEATURES),
                 split=datasets.NamedSplit(name),
+                fingerprint=_fingerprint(issues, options, name),
             )
             for i, name in enumerate(SPLITS)
         }
@@ -334,7 +379,7 @@ def build_cohort(
     report = CohortReport(
         source=source,
         root=str(root),
-        options={"label_space": label_space, "min_visits": min_visits, "sample": sample, "seed": seed},
+        options={k: v for k, v in options.items() if k != "source"},
         files={f.name: f.rows_read for f in issues.files},
         issues=issues.counts(),
         examples={reason: issues.examples(reason) for reason in issues.counts()},
@@ -343,5 +388,7 @@ def build_cohort(
     )
     if report.num_unusable_rows:
         logger.warning("%d unusable rows: %s", report.num_unusable_rows, report.issues)
+    if not table.num_rows:
+        logger.warning("the cohort from %s at %s has no samples", source, root)
     logger.info("%s", report)
     return (cohort, report) if return_report else cohort

@@ -1,4 +1,4 @@
-"""Diagnosis rows in one columnar layout, shared by every cohort source, and the column helpers that read them.
+"""Diagnosis rows in one columnar layout, shared by every cohort source, and the column helpers to read them.
 
 Each source (MIMIC-III, MIMIC-IV, MEDS, a generic table) turns its files into a `DiagnosisRows`: one entry
 per usable diagnosis row, as Arrow/NumPy columns (never one Python object per row). Codes are normalised
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -33,10 +33,10 @@ TIME_TYPE = pa.timestamp("us")
 
 @dataclass
 class DiagnosisRows:
-    """Usable diagnosis rows of a cohort, N rows, in no particular order.
+    """Usable diagnosis rows of a cohort, N rows, in file order (file, then row: this breaks order ties).
 
-    - `patient`: [N] string patient id.
-    - `visit`: [N] visit key (string, integer or timestamp), unique within a patient.
+    - `patient`: [N] patient id (strings, usually a DictionaryArray).
+    - `visit`: [N] visit key (strings, usually a DictionaryArray, or timestamps), unique within a patient.
     - `time`: [N] timestamp[us] of the visit, null where the source has no time.
     - `code`: [N] int32 index into `codes` (canonical keys such as "ICD9CM:4019").
     - `order`: [N] int64 position of the code inside its visit (SEQ_NUM; ties keep file order).
@@ -56,9 +56,6 @@ class DiagnosisRows:
     splits: pa.Table | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.code)
-
 
 def flag(
     issues: RowIssues, checks: list[tuple[str, np.ndarray]], file: np.ndarray, row: np.ndarray
@@ -77,7 +74,7 @@ def flag(
 
 
 def find_file(root: Path, candidates: list[str]) -> Path:
-    """The first of `candidates` (paths relative to `root`) that exists; FileNotFoundError listing all tried."""
+    """The first of `candidates` (paths relative to `root`) that exists; FileNotFoundError lists them all."""
     for candidate in candidates:
         if (root / candidate).is_file():
             return root / candidate
@@ -103,26 +100,30 @@ def _resolve(available: list[str], wanted: list[str], optional: list[str], path:
     return resolved
 
 
-def read_columns(path: Path, columns: list[str], optional: list[str] = ()) -> pa.Table:
+def read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pa.Table:
     """Read `columns` (+ `optional` ones present) of a CSV(.gz) or parquet file, renamed to the given names.
 
-    Column names match case-insensitively. CSV columns are read as strings (blank -> null).
+    Column names match case-insensitively. CSV columns are read as strings (blank -> null); a malformed
+    CSV (e.g. a line with the wrong number of fields) raises ValueError naming the file and the line text.
     """
-    optional = list(optional)
+    columns, optional = list(columns), list(optional)
     if path.name.endswith(".parquet"):
         available = pq.read_schema(path).names
-        resolved = _resolve(available, list(columns), optional, path)
+        resolved = _resolve(available, columns, optional, path)
         table = pq.read_table(path, columns=list(resolved.values()))
     else:
         available = _csv_header(path)
-        resolved = _resolve(available, list(columns), optional, path)
+        resolved = _resolve(available, columns, optional, path)
         convert = pacsv.ConvertOptions(
             include_columns=list(resolved.values()),
             column_types={c: pa.string() for c in resolved.values()},
             strings_can_be_null=True,
             null_values=[""],
         )
-        table = pacsv.read_csv(path, convert_options=convert)
+        try:
+            table = pacsv.read_csv(path, convert_options=convert)
+        except pa.ArrowInvalid as error:
+            raise ValueError(f"{path}: {error}") from error
     return table.select(list(resolved.values())).rename_columns(list(resolved))
 
 
@@ -130,7 +131,7 @@ def as_string(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     """[N] strings with surrounding whitespace removed; numbers are formatted, blank strings become null."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+    if not pa.types.is_string(array.type):
         array = pc.cast(array, pa.string())
     array = pc.utf8_trim_whitespace(array)
     return pc.if_else(pc.equal(array, ""), pa.scalar(None, array.type), array)
@@ -141,17 +142,27 @@ def is_blank(array: pa.Array) -> np.ndarray:
     return np.asarray(pc.is_null(array))
 
 
-def duplicated(array: pa.Array, mask: np.ndarray) -> np.ndarray:
-    """[N] bool: rows where `mask` holds whose value appeared in an earlier row where `mask` holds."""
-    indices = pc.dictionary_encode(array.filter(pa.array(mask))).indices
-    repeated = pd.Series(pc.fill_null(indices, -1).to_numpy()).duplicated().to_numpy()
-    out = np.zeros(len(array), dtype=bool)
-    out[np.flatnonzero(mask)] = repeated
+def repeated(keys: np.ndarray) -> np.ndarray:
+    """[N] bool: `keys[i]` equals the key of an earlier entry (sort-based; fast on nearly sorted keys)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    out = np.zeros(len(keys), dtype=bool)
+    out[order[1:]] = ordered[1:] == ordered[:-1]
     return out
 
 
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, [N] index of each key among them) for non-negative int64 `keys`."""
+    if len(keys) and keys.max() < max(4 * len(keys), 1 << 16):  # dense: a lookup table beats sorting
+        present = np.bincount(keys) > 0
+        distinct = np.flatnonzero(present)
+        return distinct, (np.cumsum(present) - 1)[keys]
+    return np.unique(keys, return_inverse=True)
+
+
 def parse_times(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """[N] timestamp[us]; strings are parsed with `TIME_FORMATS` (first that fits), failures become null."""
+    """[N] timestamp[us]. Strings: ISO 8601 ("2180-05-06 22:23:00", "2180-05-06", fractions), else the first
+    of `TIME_FORMATS` that fits; values nothing parses become null."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_timestamp(array.type) or pa.types.is_date(array.type):
@@ -159,6 +170,10 @@ def parse_times(array: pa.Array | pa.ChunkedArray) -> pa.Array:
             array = pc.local_timestamp(array)
         return pc.cast(array, TIME_TYPE)
     text = as_string(array)
+    try:
+        return pc.cast(text, TIME_TYPE)
+    except pa.ArrowInvalid:  # some value is not ISO 8601: parse format by format, failures become null
+        pass
     parsed = pa.nulls(len(text), TIME_TYPE)
     for fmt in TIME_FORMATS:
         parsed = pc.coalesce(parsed, pc.strptime(text, format=fmt, unit="us", error_is_null=True))
@@ -166,17 +181,18 @@ def parse_times(array: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def parse_order(array: pa.Array | None, n: int) -> np.ndarray:
-    """[N] int64 order keys from a SEQ_NUM-like column; blank or non-integer values sort last."""
+    """[N] non-negative int64 order keys from a SEQ_NUM-like column; blank or non-integer values sort last."""
     if array is None:
         return np.zeros(n, dtype=np.int64)
     text = as_string(array)
-    digits = pc.if_else(pc.utf8_is_digit(text), text, pa.scalar(None, text.type))
-    values = pc.cast(digits, pa.int64()).to_numpy(zero_copy_only=False)
-    return np.where(np.isnan(values), np.iinfo(np.int64).max, values).astype(np.int64)
+    valid = pc.and_kleene(pc.utf8_is_digit(text), pc.less_equal(pc.utf8_length(text), 18))
+    values = pc.cast(pc.if_else(valid, text, pa.scalar(None, text.type)), pa.int64())
+    last = (pc.max(values).as_py() or 0) + 1
+    return pc.fill_null(values, last).to_numpy().astype(np.int64)
 
 
 def system_name(value: Any) -> str | None:
-    """"ICD9CM"/"ICD10CM" for spellings such as 9, "9", "ICD-9", "icd9cm", "ICD10"; None otherwise."""
+    """Canonical system ("ICD9CM" or "ICD10CM") of spellings such as 9, "9", "ICD-9", "icd10cm"; else None."""
     text = str(value).strip().upper().replace("-", "").replace("_", "").replace(" ", "")
     if text.endswith(".0"):
         text = text[:-2]
@@ -200,8 +216,26 @@ def _normalise_one(code: str, system: Any) -> tuple[str | None, int]:
     return (canonical, OK) if is_known(canonical) else (None, UNKNOWN)
 
 
+def encode(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary-encode [N] values as trimmed strings: ([N] int64 index into `values`, -1 where null or
+    blank; `values`, the distinct strings). Hashes the column once; trimming runs on the distinct values."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    inner = pc.dictionary_encode(as_string(array.dictionary))  # merges values equal once trimmed
+    remap = np.append(pc.fill_null(inner.indices, -1).to_numpy(), -1)
+    indices = pc.fill_null(array.indices, len(remap) - 1).to_numpy()
+    return remap[indices].astype(np.int64), inner.dictionary
+
+
+def coded(indices: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
+    """[N] DictionaryArray from non-negative `indices` into `values`."""
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int64()), values)
+
+
 def normalise_codes(
-    raw: pa.Array, systems: pa.Array | str | None = None
+    raw: pa.Array | pa.ChunkedArray, systems: pa.Array | pa.ChunkedArray | str | None = None
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Normalise [N] raw codes, each distinct (code, system) pair once.
 
@@ -209,24 +243,18 @@ def normalise_codes(
     the code). Returns `code` [N] int32 index into `codes` (-1 where unusable), the canonical `codes`,
     and `status` [N] int8 (OK, BLANK, BAD, UNKNOWN).
     """
-    raw = as_string(raw)
-    n = len(raw)
-    status = np.full(n, BLANK, dtype=np.int8)
-    code = np.full(n, -1, dtype=np.int32)
-    present = ~is_blank(raw)
-    if not present.any():
-        return code, [], status
-    keep = pa.array(present)
-    code_dict = pc.dictionary_encode(raw.filter(keep))
-    raw_values = code_dict.dictionary.to_pylist()
-    key = code_dict.indices.to_numpy().astype(np.int64)
+    code_index, code_values = encode(raw)
+    present = code_index >= 0
+    key = code_index[present]
     system_values: list[Any] = [systems]
     if isinstance(systems, pa.Array | pa.ChunkedArray):
+        system_index, values = encode(systems)
         # A blank system value becomes "" (never "infer"), which `system_name` rejects.
-        system_dict = pc.dictionary_encode(as_string(systems).filter(keep), null_encoding="encode")
-        system_values = ["" if v is None else v for v in system_dict.dictionary.to_pylist()]
-        key = key * len(system_values) + system_dict.indices.to_numpy().astype(np.int64)
-    inverse, unique_keys = pd.factorize(key)
+        system_values = values.to_pylist() + [""]
+        system_index = np.where(system_index < 0, len(system_values) - 1, system_index)
+        key = key * len(system_values) + system_index[present]
+    unique_keys, inverse = unique_inverse(key)
+    raw_values = code_values.to_pylist()
     canonical: dict[str, int] = {}
     unique_code = np.empty(len(unique_keys), dtype=np.int32)
     unique_status = np.empty(len(unique_keys), dtype=np.int8)
@@ -234,6 +262,8 @@ def normalise_codes(
         value, system = raw_values[k // len(system_values)], system_values[k % len(system_values)]
         result, unique_status[i] = _normalise_one(value, system)
         unique_code[i] = -1 if result is None else canonical.setdefault(result, len(canonical))
+    code = np.full(len(code_index), -1, dtype=np.int32)
+    status = np.full(len(code_index), BLANK, dtype=np.int8)
     code[present] = unique_code[inverse]
     status[present] = unique_status[inverse]
     return code, list(canonical), status

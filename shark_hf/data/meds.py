@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 
 from shark_hf.data.events import (
     CODE_REASONS,
-    TIME_TYPE,
     DiagnosisRows,
     as_string,
+    coded,
+    encode,
     flag,
     is_blank,
     normalise_codes,
@@ -66,6 +67,7 @@ def _diagnosis_parts(code: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray]:
 
 
 def _shards(root: Path) -> list[Path]:
+    """The data shards, sorted by path (this order numbers the files in the report)."""
     shards = sorted((root / "data").rglob("*.parquet"))
     if not shards:
         raise FileNotFoundError(f"no MEDS shards: {root / 'data'} has no *.parquet files")
@@ -73,17 +75,17 @@ def _shards(root: Path) -> list[Path]:
 
 
 def _splits(root: Path) -> pa.Table | None:
+    """metadata/subject_splits.parquet as (patient, split) with our split names, or None when absent."""
     path = root / "metadata" / "subject_splits.parquet"
     if not path.is_file():
         return None
     table = pq.read_table(path, columns=["subject_id", "split"])
-    names = as_string(table["split"])
-    unknown = sorted(set(pc.unique(names).to_pylist()) - set(MEDS_SPLITS))
+    names = as_string(table["split"]).to_pylist()
+    unknown = sorted(set(names) - set(MEDS_SPLITS), key=str)
     if unknown:
         raise ValueError(f"{path}: unknown split names {unknown}; expected {sorted(MEDS_SPLITS)}")
-    mapped = pc.replace_substring_regex(names, "^tuning$", "validation")
-    mapped = pc.replace_substring_regex(mapped, "^held_out$", "test")
-    return pa.table({"patient": _ids(table["subject_id"]), "split": mapped})
+    splits = pa.array([MEDS_SPLITS[name] for name in names], pa.string())
+    return pa.table({"patient": _ids(table["subject_id"]), "split": splits})
 
 
 def read_meds(root: str | Path, issues: RowIssues) -> DiagnosisRows:
@@ -104,36 +106,42 @@ def read_meds(root: str | Path, issues: RowIssues) -> DiagnosisRows:
         kept = raw.filter(mask)
         index = issues.register(
             SourceFile(
-                str(path.relative_to(root)), kept, "parquet", np.flatnonzero(diagnosis), raw.num_rows
+                str(path.relative_to(root)), path, kept, "parquet", np.flatnonzero(diagnosis), raw.num_rows
             )
         )
         parts["patient"].append(_ids(kept["subject_id"]))
         parts["time"].append(parse_times(kept["time"]))
-        parts["visit"].append(_ids(kept["hadm_id"]) if by_hadm else parts["time"][-1])
+        if by_hadm:
+            parts["visit"].append(_ids(kept["hadm_id"]))
         parts["raw"].append(value.filter(mask))
         parts["system"].append(system.filter(mask))
         parts["file"].append(np.full(kept.num_rows, index, dtype=np.int32))
         parts["row"].append(np.arange(kept.num_rows, dtype=np.int64))
 
-    patient, visit, time = (pa.concat_arrays(parts[k]) for k in ("patient", "visit", "time"))
+    time = pa.concat_arrays(parts["time"])
+    patient, patients = encode(pa.concat_arrays(parts["patient"]))
+    visit, visits = np.zeros(len(time), dtype=np.int64), None
+    if by_hadm:
+        visit, visits = encode(pa.concat_arrays(parts["visit"]))
     code, codes, status = normalise_codes(pa.concat_arrays(parts["raw"]), pa.concat_arrays(parts["system"]))
     file, row = np.concatenate(parts["file"]), np.concatenate(parts["row"])
 
-    missing = is_blank(patient) | is_blank(visit) if by_hadm else is_blank(patient)
-    bad_date = np.zeros(len(code), dtype=bool) if by_hadm else ~missing & is_blank(time)
+    missing = (patient < 0) | (visit < 0)
+    bad_date = np.zeros(len(code), dtype=bool) if by_hadm else is_blank(time)
     checks = [("missing_id", missing), ("bad_date", bad_date)]
     checks += [(reason, status == value) for value, reason in CODE_REASONS.items()]
     unusable = flag(issues, checks, file, row)
-    keep = pa.array(~unusable)
+    keep = ~unusable
+    time = time.filter(pa.array(keep))
     return DiagnosisRows(
-        patient=patient.filter(keep),
-        visit=visit.filter(keep),
-        time=time.filter(keep).cast(TIME_TYPE),
-        code=code[~unusable],
+        patient=coded(patient[keep], patients),
+        visit=coded(visit[keep], visits) if by_hadm else time,
+        time=time,
+        code=code[keep],
         codes=codes,
-        order=np.zeros(int((~unusable).sum()), dtype=np.int64),
-        file=file[~unusable],
-        row=row[~unusable],
+        order=np.zeros(int(keep.sum()), dtype=np.int64),
+        file=file[keep],
+        row=row[keep],
         splits=_splits(root),
         notes={"non_diagnosis_rows_ignored": ignored},
     )

@@ -17,6 +17,7 @@ its codes keep SEQ_NUM order. Checks, in order (each unusable row is counted onc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,119 +27,143 @@ import pyarrow.compute as pc
 from shark_hf.data.events import (
     CODE_REASONS,
     DiagnosisRows,
-    as_string,
-    duplicated,
-    flag,
+    coded,
+    encode,
     find_file,
+    flag,
     is_blank,
     normalise_codes,
     parse_order,
     parse_times,
     read_columns,
+    repeated,
 )
 from shark_hf.data.report import RowIssues, SourceFile
 
 
-def _candidates(names: list[str], folders: list[str]) -> list[str]:
-    return [f"{folder}{name}{ext}" for folder in folders for name in names for ext in (".csv.gz", ".csv")]
+def _candidates(names: tuple[str, ...], folders: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        f"{folder}{name}{ext}" for folder in folders for name in names for ext in (".csv.gz", ".csv")
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """File names (tried in order, relative to the root) and column names of one MIMIC version."""
+
+    admissions: tuple[str, ...]
+    diagnoses: tuple[str, ...]
+    subject: str
+    hadm: str
+    admittime: str
+    seq: str
+    code: str
+    version: str | None  # the per-row ICD version column; None: every code is ICD-9-CM
+
+
+LAYOUTS = {
+    3: _Layout(
+        _candidates(("ADMISSIONS", "admissions"), ("",)),
+        _candidates(("DIAGNOSES_ICD", "diagnoses_icd"), ("",)),
+        *("SUBJECT_ID", "HADM_ID", "ADMITTIME", "SEQ_NUM", "ICD9_CODE", None),
+    ),
+    4: _Layout(
+        _candidates(("admissions",), ("hosp/", "")),
+        _candidates(("diagnoses_icd",), ("hosp/", "")),
+        *("subject_id", "hadm_id", "admittime", "seq_num", "icd_code", "icd_version"),
+    ),
+}
 
 
 def _register(issues: RowIssues, root: Path, path: Path, table: pa.Table) -> int:
-    return issues.register(SourceFile(str(path.relative_to(root)), table, "csv"))
+    return issues.register(SourceFile(str(path.relative_to(root)), path, table, "csv"))
 
 
-def _admissions(
-    issues: RowIssues, root: Path, path: Path, subject: str, hadm: str, admittime: str
-) -> tuple[int, pa.Table]:
-    """Usable admissions: (file index, table of subject/hadm/time/row with one row per kept admission)."""
-    raw = read_columns(path, [subject, hadm, admittime])
+@dataclass
+class _Admissions:
+    """K usable admissions: indices into `subjects` / `hadms` (distinct strings), time, 0-based file row."""
+
+    subject: np.ndarray
+    hadm: np.ndarray
+    time: pa.Array
+    row: np.ndarray
+    subjects: pa.Array
+    hadms: pa.Array
+
+
+def _admissions(issues: RowIssues, root: Path, path: Path, layout: _Layout) -> tuple[int, _Admissions]:
+    """Read and check the admissions file: (file index, usable admissions)."""
+    raw = read_columns(path, [layout.subject, layout.hadm, layout.admittime])
     index = _register(issues, root, path, raw)
-    subjects, hadms = as_string(raw[subject]), as_string(raw[hadm])
-    times = parse_times(raw[admittime])
-    missing = is_blank(subjects) | is_blank(hadms)
-    bad_date = ~missing & is_blank(times)
+    subject_index, subjects = encode(raw[layout.subject])
+    hadm_index, hadms = encode(raw[layout.hadm])
+    times = parse_times(raw[layout.admittime])
+    missing = (subject_index < 0) | (hadm_index < 0)
+    bad_date = is_blank(times)
     usable = ~missing & ~bad_date
-    duplicate = duplicated(hadms, usable)
-    issues.add("missing_id", index, missing)
-    issues.add("bad_date", index, bad_date)
-    issues.add("duplicate_row", index, duplicate)
-    keep = usable & ~duplicate
-    mask = pa.array(keep)
-    table = pa.table(
-        {
-            "subject": subjects.filter(mask),
-            "hadm": hadms.filter(mask),
-            "time": times.filter(mask),
-            "row": pa.array(np.flatnonzero(keep)),
-        }
+    duplicate = np.zeros(raw.num_rows, dtype=bool)
+    duplicate[usable] = repeated(hadm_index[usable])
+    rows = np.arange(raw.num_rows)
+    checks = [("missing_id", missing), ("bad_date", bad_date), ("duplicate_row", duplicate)]
+    keep = ~flag(issues, checks, np.full(raw.num_rows, index), rows)
+    admissions = _Admissions(
+        subject_index[keep], hadm_index[keep], times.filter(pa.array(keep)), rows[keep], subjects, hadms
     )
-    return index, table
+    return index, admissions
 
 
-def read_mimic(
-    root: str | Path,
-    issues: RowIssues,
-    version: int,
-) -> DiagnosisRows:
+def _lookup(index: np.ndarray, values: pa.Array, targets: pa.Array, target_index: np.ndarray) -> np.ndarray:
+    """For [N] `index` into `values`, the position in `target_index` of the same string (-1 when absent).
+
+    `target_index` [K] holds distinct indices into `targets`.
+    """
+    of_target = np.full(len(targets) + 1, -1, dtype=np.int64)
+    of_target[target_index] = np.arange(len(target_index))
+    position = pc.fill_null(pc.index_in(values, value_set=targets), len(targets)).to_numpy()
+    return np.where(index < 0, -1, of_target[np.append(position, len(targets))[index]])
+
+
+def read_mimic(root: str | Path, issues: RowIssues, version: int) -> DiagnosisRows:
     """Read a MIMIC-III (`version=3`) or MIMIC-IV (`version=4`) folder into `DiagnosisRows`."""
-    root = Path(root)
-    if version == 3:
-        adm_names, dx_names, folders = ["ADMISSIONS", "admissions"], ["DIAGNOSES_ICD", "diagnoses_icd"], [""]
-        subject, hadm, admittime, seq, code_col, version_col = (
-            "SUBJECT_ID",
-            "HADM_ID",
-            "ADMITTIME",
-            "SEQ_NUM",
-            "ICD9_CODE",
-            None,
-        )
-    elif version == 4:
-        adm_names, dx_names, folders = ["admissions"], ["diagnoses_icd"], ["hosp/", ""]
-        subject, hadm, admittime, seq, code_col, version_col = (
-            "subject_id",
-            "hadm_id",
-            "admittime",
-            "seq_num",
-            "icd_code",
-            "icd_version",
-        )
-    else:
+    if version not in LAYOUTS:
         raise ValueError(f"MIMIC version must be 3 or 4, got {version!r}")
-    adm_path = find_file(root, _candidates(adm_names, folders))
-    dx_path = find_file(root, _candidates(dx_names, folders))
-    adm_index, admissions = _admissions(issues, root, adm_path, subject, hadm, admittime)
+    root, layout = Path(root), LAYOUTS[version]
+    adm_path, dx_path = find_file(root, layout.admissions), find_file(root, layout.diagnoses)
+    adm_index, admissions = _admissions(issues, root, adm_path, layout)
 
-    columns = [subject, hadm, seq, code_col] + ([version_col] if version_col else [])
+    columns = [layout.subject, layout.hadm, layout.seq, layout.code] + (
+        [layout.version] if layout.version else []
+    )
     raw = read_columns(dx_path, columns)
     dx_index = _register(issues, root, dx_path, raw)
-    subjects, hadms = as_string(raw[subject]), as_string(raw[hadm])
-    systems = raw[version_col] if version_col else "ICD9CM"
-    code, codes, status = normalise_codes(raw[code_col], systems)
+    subject_index, subjects = encode(raw[layout.subject])
+    hadm_index, hadms = encode(raw[layout.hadm])
+    code, codes, status = normalise_codes(
+        raw[layout.code], raw[layout.version] if layout.version else "ICD9CM"
+    )
 
-    position = pc.index_in(hadms, value_set=admissions["hadm"])
-    adm_row = pc.fill_null(position, 0).to_numpy().astype(np.int64)
-    same_subject = np.zeros(raw.num_rows, dtype=bool)
-    if admissions.num_rows:
-        same = pc.equal(subjects, admissions["subject"].take(adm_row))
-        same_subject = np.asarray(pc.fill_null(same, False))
-    missing = is_blank(subjects) | is_blank(hadms)
+    admission = _lookup(hadm_index, hadms, admissions.hadms, admissions.hadm)  # [N] usable admission or -1
+    subject_of = _lookup(subject_index, subjects, admissions.subjects, np.arange(len(admissions.subjects)))
+    same_subject = admission >= 0
+    same_subject[same_subject] = subject_of[same_subject] == admissions.subject[admission[same_subject]]
+    missing = (subject_index < 0) | (hadm_index < 0)
     checks = [("missing_id", missing)] + [(reason, status == value) for value, reason in CODE_REASONS.items()]
-    checks.append(("no_admission", is_blank(position) | ~same_subject))
-    rows = np.arange(raw.num_rows)
-    keep = ~flag(issues, checks, np.full(raw.num_rows, dx_index), rows)
+    checks.append(("no_admission", ~same_subject))
+    n = raw.num_rows
+    keep = ~flag(issues, checks, np.full(n, dx_index), np.arange(n))
 
-    adm_used = np.zeros(admissions.num_rows, dtype=bool)
-    adm_used[adm_row[keep]] = True
-    issues.add("admission_without_diagnoses", adm_index, admissions["row"].to_numpy()[~adm_used])
+    used = np.zeros(len(admissions.row), dtype=bool)
+    used[admission[keep]] = True
+    issues.add("admission_without_diagnoses", adm_index, admissions.row[~used])
 
-    take = pa.array(adm_row[keep])
+    admission = admission[keep]
     return DiagnosisRows(
-        patient=admissions["subject"].take(take).combine_chunks(),
-        visit=admissions["hadm"].take(take).combine_chunks(),
-        time=admissions["time"].take(take).combine_chunks(),
+        patient=coded(admissions.subject[admission], admissions.subjects),
+        visit=coded(admissions.hadm[admission], admissions.hadms),
+        time=admissions.time.take(pa.array(admission)),
         code=code[keep],
         codes=codes,
-        order=parse_order(raw[seq], raw.num_rows)[keep],
-        file=np.full(int(keep.sum()), dx_index, dtype=np.int32),
+        order=parse_order(raw[layout.seq], n)[keep],
+        file=np.full(len(admission), dx_index, dtype=np.int32),
         row=np.flatnonzero(keep),
     )

@@ -8,6 +8,7 @@ up in `CohortReport`, which prints as a human-readable summary and converts to a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,14 @@ MAX_EXAMPLES = 5
 class SourceFile:
     """A table read from disk, kept so that issues can quote its raw values.
 
-    `name` is the path relative to the cohort root (as printed in messages), `table` the raw columns as
-    read, `kind` "csv" (lines counted with the header as line 1) or "parquet" (rows counted from 1).
+    `name` is the path relative to the cohort root (as printed in messages), `path` the file, `table` the
+    raw columns as read, `kind` "csv" (lines counted with the header as line 1) or "parquet" (rows from 1).
     `rows` ([T] int64, optional) gives the 0-based data row in the file of each table row when `table`
     holds only some rows of the file (MEDS: the diagnosis rows), and `rows_in_file` the file's row count.
     """
 
     name: str
+    path: Path
     table: pa.Table
     kind: str
     rows: np.ndarray | None = None
@@ -212,7 +214,10 @@ def format_card(card: dict[str, dict[str, float | int]]) -> str:
             cells.append(f"{value:,.2f}" if isinstance(value, float) else f"{value:,}")
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    )
+    lines = []
+    for row in rows:
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)

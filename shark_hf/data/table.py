@@ -22,7 +22,8 @@ from shark_hf.data.events import (
     CODE_REASONS,
     TIME_TYPE,
     DiagnosisRows,
-    as_string,
+    coded,
+    encode,
     flag,
     is_blank,
     normalise_codes,
@@ -51,28 +52,27 @@ def read_table(
     if visit_col is None and time_col is None:
         raise ValueError("table source needs visit_col or time_col (or both) to form visits")
     if system_col is not None and system is not None:
-        raise ValueError("give either system_col (per-row code system) or system (one for all rows), not both")
-    columns = [c for c in (patient_col, code_col, visit_col, time_col, system_col, order_col) if c is not None]
-    raw = read_columns(path, list(dict.fromkeys(columns)))
+        raise ValueError("give system_col (per-row code system) or system (one for all rows), not both")
+    columns = (patient_col, code_col, visit_col, time_col, system_col, order_col)
+    raw = read_columns(path, list(dict.fromkeys(c for c in columns if c is not None)))
     kind = "parquet" if path.name.endswith(".parquet") else "csv"
-    index = issues.register(SourceFile(path.name, raw, kind))
+    index = issues.register(SourceFile(path.name, path, raw, kind))
 
     n = raw.num_rows
-    patient = as_string(raw[patient_col])
+    patient, patients = encode(raw[patient_col])
     time = parse_times(raw[time_col]) if time_col else pa.nulls(n, TIME_TYPE)
-    visit = as_string(raw[visit_col]) if visit_col else time
+    visit, visits = encode(raw[visit_col]) if visit_col else (np.zeros(n, dtype=np.int64), None)
     code, codes, status = normalise_codes(raw[code_col], raw[system_col] if system_col else system)
 
-    missing = is_blank(patient) | (is_blank(visit) if visit_col else np.zeros(n, dtype=bool))
     bad_date = is_blank(time) if time_col else np.zeros(n, dtype=bool)
-    checks = [("missing_id", missing), ("bad_date", bad_date)]
+    checks = [("missing_id", (patient < 0) | (visit < 0)), ("bad_date", bad_date)]
     checks += [(reason, status == value) for value, reason in CODE_REASONS.items()]
     keep = ~flag(issues, checks, np.full(n, index, dtype=np.int32), np.arange(n))
-    mask = pa.array(keep)
+    time = time.filter(pa.array(keep))
     return DiagnosisRows(
-        patient=patient.filter(mask),
-        visit=visit.filter(mask),
-        time=time.filter(mask),
+        patient=coded(patient[keep], patients),
+        visit=coded(visit[keep], visits) if visit_col else time,
+        time=time,
         code=code[keep],
         codes=codes,
         order=parse_order(raw[order_col] if order_col else None, n)[keep],

@@ -1,0 +1,305 @@
+"""`training/train.py` / `shark_hf.training`: end to end, 2-process CPU DDP, exact resume, fine-tuning, early stop.
+
+Every run trains on a tiny synthetic cohort (120 patients: 84 train, 12 validation, 24 test samples) with a
+random-ID tokenizer, so a run takes a second or two; the expectations are exact (bit-identical weights,
+equal metric dicts), not approximate.
+"""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from shark_hf.data.cohort import build_cohort
+from shark_hf.data.synthetic import write_synthetic_cohort
+from shark_hf.modeling_shark import SharkForDiagnosisPrediction
+from shark_hf.tokenization_shark import SharkTokenizer
+from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SIZE, BATCH_SIZE = 84, 16  # 6 batches per epoch: 5 of 16 and one of 4
+EVAL_BATCH_SIZE = 8  # test split (24) = 3 full batches
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A tiny cohort in two label spaces (ccs, code) and two random-ID tokenizers."""
+    datasets.disable_progress_bars()
+    root = tmp_path_factory.mktemp("training")
+    raw = write_synthetic_cohort(root / "raw", "mimic3", num_patients=120)
+    cohorts = {}
+    for space in ("ccs", "code"):
+        cohorts[space] = build_cohort("mimic3", root=raw, label_space=space)
+        cohorts[space].save_to_disk(root / f"cohort_{space}")
+    codes = sorted({code for s in cohorts["ccs"].values() for p in s["visits"] for v in p for code in v})
+    for seed in (0, 1):
+        SharkTokenizer.random_ids(codes, codebook_size=32, seed=seed).save_pretrained(
+            root / f"tokenizer_{seed}"
+        )
+    assert [len(cohorts["ccs"][s]) for s in ("train", "validation", "test")] == [TRAIN_SIZE, 12, 24]
+    return SimpleNamespace(root=root, cohorts=cohorts, tokenizer=root / "tokenizer_0")
+
+
+def flags(ws, output_dir, *extra, space="ccs", tokenizer=None):
+    return [
+        *("--cohort", str(ws.root / f"cohort_{space}"), "--label_space", space),
+        *("--tokenizer", str(tokenizer or ws.tokenizer), "--output_dir", str(output_dir)),
+        *("--num_epochs", "2", "--batch_size", str(BATCH_SIZE), "--eval_batch_size", str(EVAL_BATCH_SIZE)),
+        *extra,
+    ]
+
+
+# The reference run: 2 epochs of 3 optimizer steps (6 batches, 2 per step), a checkpoint every 2 steps:
+# checkpoint_0 = step 2 (epoch 1, batch 4), checkpoint_1 = step 4 (epoch 2, batch 2), checkpoint_2 = step 6
+# (end of epoch 2).
+CHECKPOINTING = ("--gradient_accumulation_steps", "2", "--checkpoint_steps", "2", "--checkpoint_limit", "10")
+
+
+@pytest.fixture(scope="module")
+def reference(ws):
+    output_dir = ws.root / "reference"
+    results = main(flags(ws, output_dir, *CHECKPOINTING))
+    return SimpleNamespace(dir=output_dir, results=results)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def read_log(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "log.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(a, b):
+    a, b = load_file(a), load_file(b)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_train_end_to_end(ws, reference):
+    out, results = reference.dir, reference.results
+    metrics = read_json(out / "metrics.json")
+    assert metrics == json.loads(json.dumps(results))
+    assert (metrics["best_epoch"], metrics["epochs"], metrics["num_processes"]) == (
+        metrics["best_epoch"],
+        2,
+        1,
+    )
+
+    # The saved model and tokenizer reload and reproduce the logged metrics exactly.
+    model = SharkForDiagnosisPrediction.from_pretrained(out)
+    tokenizer = SharkTokenizer.from_pretrained(out / "tokenizer")
+    assert tokenizer.fingerprint == SharkTokenizer.from_pretrained(ws.tokenizer).fingerprint
+    model.check_tokenizer(tokenizer)
+    for split in ("test", "validation"):
+        assert (
+            evaluate_model(model, tokenizer, ws.cohorts["ccs"][split], batch_size=EVAL_BATCH_SIZE)
+            == (metrics[split])
+        )
+    test = metrics["test"]
+    assert test["num_samples"] + test["num_excluded_empty"] == 24
+    assert {f"{m}@{k}" for m in ("P", "Acc", "R") for k in REPORT_KS} <= test.keys()
+
+    log = read_log(out)
+    assert [(r["epoch"], r["step"]) for r in log] == [(1, 3), (2, 6)]
+    assert all(0 < r["train_loss"] < 1 and 0 < r["validation_loss"] < 1 for r in log)
+    best = log[metrics["best_epoch"] - 1]
+    assert best["validation_P@10"] == max(r["validation_P@10"] for r in log)
+    assert {k: best[f"validation_{k}"] for k in metrics["validation"]} == metrics["validation"]
+
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    privacy = metrics["privacy"]
+    assert 0.0 <= privacy["membership_inference_auc"] <= 1.0
+    assert (privacy["members"], privacy["nonmembers"]) == (TRAIN_SIZE, 24)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(command, timeout, **env):
+    """Run `command` in its own process group; kill the whole group if it outlives `timeout` seconds."""
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{command[:4]} did not finish in {timeout} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def test_two_process_cpu_ddp_matches_single_process_evaluation(ws, tmp_path):
+    out = tmp_path / "ddp"
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    launcher = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port"]
+    output = _run(
+        [
+            *accelerate,
+            *launcher,
+            str(_free_port()),
+            "training/train.py",
+            *flags(ws, out, "--num_epochs", "1"),
+        ],
+        timeout=300,
+        ACCELERATE_USE_CPU="true",
+        OMP_NUM_THREADS="1",
+    )
+    assert "2 process(es)" in output
+    metrics = read_json(out / "metrics.json")
+    assert metrics["num_processes"] == 2
+    # 3 test batches of 8 over 2 processes: process 1 also gets a padding batch, which gather_for_metrics
+    # drops. Every real sample is then scored in the very batch a single process scores it in, so the
+    # single-process evaluation of the saved weights reproduces the metrics exactly.
+    test = metrics["test"]
+    assert test["num_samples"] + test["num_excluded_empty"] == len(ws.cohorts["ccs"]["test"])
+    model = SharkForDiagnosisPrediction.from_pretrained(out)
+    tokenizer = SharkTokenizer.from_pretrained(out / "tokenizer")
+    assert evaluate_model(model, tokenizer, ws.cohorts["ccs"]["test"], batch_size=EVAL_BATCH_SIZE) == test
+    validation = metrics["validation"]
+    assert validation["num_samples"] + validation["num_excluded_empty"] == 12
+    assert (metrics["privacy"]["members"], metrics["privacy"]["nonmembers"]) == (TRAIN_SIZE, 24)
+    # Each process trained on half of every epoch: 6 batches of 16 -> 3 steps per process.
+    assert [r["step"] for r in read_log(out)] == [3]
+
+
+def _checkpoint_state(folder):
+    state = read_json(folder / "trainer_state.json")
+    del state["args"]
+    return state
+
+
+def _assert_same_run(a, b):
+    """Same best model, final training weights, history, trainer state and metrics."""
+    assert_same_weights(a / "model.safetensors", b / "model.safetensors")
+    last = a / "checkpoints" / "checkpoint_2"
+    assert_same_weights(last / "model.safetensors", b / "checkpoints" / "checkpoint_2" / "model.safetensors")
+    assert _checkpoint_state(last) == _checkpoint_state(b / "checkpoints" / "checkpoint_2")
+    assert read_log(a) == read_log(b)
+    metrics_a, metrics_b = read_json(a / "metrics.json"), read_json(b / "metrics.json")
+    for key in ("best_epoch", "epochs", "validation", "test", "privacy"):
+        assert metrics_a[key] == metrics_b[key], key
+
+
+def test_resume_mid_epoch_into_new_folder_is_exact(ws, reference, tmp_path):
+    checkpoint = reference.dir / "checkpoints" / "checkpoint_1"
+    assert (_checkpoint_state(checkpoint)["epoch"], _checkpoint_state(checkpoint)["step_in_epoch"]) == (1, 2)
+    out = tmp_path / "resumed"
+    main(flags(ws, out, *CHECKPOINTING, "--resume_from_checkpoint", str(checkpoint)))
+    # load_state does not advance the checkpoint counter; the run continues it after checkpoint_1.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_2"]
+    _assert_same_run(reference.dir, out)
+
+
+def test_resume_latest_after_interruption_in_same_folder(ws, reference, tmp_path):
+    """An interrupted run's folder: newer outputs than its latest checkpoint are replaced, not trusted."""
+    out = tmp_path / "interrupted"
+    shutil.copytree(reference.dir, out)
+    shutil.rmtree(out / "checkpoints" / "checkpoint_2")
+    (out / "metrics.json").unlink()
+    (out / "log.jsonl").write_text('{"epoch": 99}\n')
+    first = (out / "checkpoints" / "checkpoint_0" / "model.safetensors").read_bytes()
+    main(flags(ws, out, *CHECKPOINTING, "--resume_from_checkpoint", "latest"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"checkpoint_{i}" for i in range(3)]
+    assert (out / "checkpoints" / "checkpoint_0" / "model.safetensors").read_bytes() == first
+    _assert_same_run(reference.dir, out)
+
+
+def test_resume_at_end_of_epoch(ws, reference, tmp_path):
+    """checkpoint_2 was written after the last batch of epoch 2, before its validation."""
+    checkpoint = reference.dir / "checkpoints" / "checkpoint_2"
+    assert _checkpoint_state(checkpoint)["step_in_epoch"] == TRAIN_SIZE // BATCH_SIZE + 1
+    out = tmp_path / "resumed"
+    main(flags(ws, out, *CHECKPOINTING, "--resume_from_checkpoint", str(checkpoint)))
+    shutil.copytree(checkpoint, out / "checkpoints" / "checkpoint_2")  # no step left: nothing new was saved
+    _assert_same_run(reference.dir, out)
+
+
+def test_fine_tune_with_new_label_space_reinitialises_head(ws, reference, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="shark_hf.training")
+    out = tmp_path / "code"
+    # Learning rate 0: the saved model is the initial one, whose body is the pretrained model's.
+    main(
+        flags(
+            ws,
+            out,
+            "--init_from",
+            str(reference.dir),
+            "--learning_rate",
+            "0",
+            "--num_epochs",
+            "1",
+            space="code",
+        )
+    )
+    labels = sorted({x for s in ws.cohorts["code"].values() for labels in s["labels"] for x in labels})
+    message = (
+        f"Label space changed from ccs (283 labels) to code ({len(labels)} labels): "
+        "the prediction head is re-initialised"
+    )
+    assert message in caplog.messages
+    model = SharkForDiagnosisPrediction.from_pretrained(out)
+    assert model.config.label_space == "code"
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == labels
+    pretrained, tuned = load_file(reference.dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert pretrained.keys() == tuned.keys()
+    for key in pretrained:
+        if key.startswith("classifier."):
+            assert tuned[key].shape[0] == len(labels)
+        else:
+            assert torch.equal(pretrained[key], tuned[key]), key
+    names = dict.fromkeys(labels)
+    assert torch.equal(tuned["classifier.bias"], label_frequency_bias(ws.cohorts["code"]["train"], names))
+
+
+def test_fine_tune_with_same_labels_keeps_head(ws, reference, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="shark_hf.training")
+    out = tmp_path / "same"
+    main(flags(ws, out, "--init_from", str(reference.dir), "--learning_rate", "0", "--num_epochs", "1"))
+    assert "Same 283 ccs labels: the prediction head is kept" in caplog.messages
+    assert_same_weights(reference.dir / "model.safetensors", out / "model.safetensors")
+
+
+def test_fine_tune_checks_the_tokenizer(ws, reference, tmp_path):
+    other = ws.root / "tokenizer_1"
+    with pytest.raises(ValueError, match="tokenizer mismatch"):
+        main(flags(ws, tmp_path / "x", "--init_from", str(reference.dir), tokenizer=other))
+
+
+def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):
+    out = tmp_path / "early"
+    patience = 2
+    results = main(
+        flags(ws, out, "--learning_rate", "0.05", "--num_epochs", "12", "--patience", str(patience))
+    )
+    log = read_log(out)
+    scores = [r["validation_P@10"] for r in log]
+    best_epoch = scores.index(max(scores)) + 1
+    assert results["best_epoch"] == best_epoch
+    assert len(log) == best_epoch + patience < 12  # stopped early, `patience` epochs after the best
+    assert all(score <= scores[best_epoch - 1] for score in scores[best_epoch:])
+    # The saved model is the best epoch's: its validation metrics are that epoch's, exactly.
+    assert {k: log[best_epoch - 1][f"validation_{k}"] for k in results["validation"]} == results["validation"]
