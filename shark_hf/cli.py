@@ -3,8 +3,10 @@
 Each subcommand is a thin layer over the Python API; `shark-hf <command> --help` shows its options and
 examples. Exit codes: 0 on success; 1 for a user error (missing file, malformed JSON, unknown code, a folder
 that is not a cohort / tokenizer / model, ...), reported as ONE line `shark-hf <command>: error: ...` on
-stderr without a traceback (`-v` shows it); 2 for usage errors (argparse); `train` returns the exit code of
-the training run. Heavy modules are imported inside the commands, so `--help` stays fast.
+stderr without a traceback (`-v` shows it); 2 for usage errors (argparse). `train` runs a single-process
+training in this process (as `python training/train.py` does) and hands over to `accelerate launch` for
+`--num-processes N` or `--accelerate-config`, returning the launch's exit code. Heavy modules are
+imported inside the commands: the CLI adds nothing to the import of the `shark_hf` package itself.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def _build_dataset(args: argparse.Namespace) -> None:
 
 
 def _write_synthetic(args: argparse.Namespace) -> None:
-    from .data.synthetic import cohort_statistics, format_statistics, write_synthetic_cohort
+    from .data.synthetic import SCALES, cohort_statistics, format_statistics, write_synthetic_cohort
 
     if args.root is not None:
         raise UserError("synthetic writes a cohort; it takes --out, not --root")
@@ -300,7 +302,8 @@ def _write_synthetic(args: argparse.Namespace) -> None:
     fmt = "MIMIC-III" if args.scale == "mimic3" else "MIMIC-IV"
     print(f"Wrote a built-in {args.scale}-like cohort in {fmt} format -> {path}")
     if args.stats:
-        print(format_statistics(cohort_statistics(path, args.scale)))
+        targets = SCALES[args.scale] if args.num_patients is None else None  # Table 1 at full scale only
+        print(format_statistics(cohort_statistics(path, args.scale), targets))
     print(f"Next: shark-hf build-dataset {args.scale} --root {path} --out cohort/")
 
 

@@ -30,21 +30,26 @@ CODES = ["ICD9CM:4019", "ICD9CM:25000", "ICD9CM:4280", "ICD9CM:5849", "ICD9CM:48
 PATIENTS = [[["401.9", "250.00"], ["428.0", "584.9"]], {"patient_id": "p2", "visits": [["ICD9CM:486"]]}]
 
 
-def cli(*argv) -> tuple[int, str, str]:
-    """Run `shark-hf ARGV` in this process: (exit code, stdout, stderr)."""
+def cli(command: str) -> tuple[int, str, str]:
+    """Run `shark-hf COMMAND` (split on whitespace) in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
-            code = main([str(arg) for arg in argv])
+            code = main(command.split())
         except SystemExit as exit_:  # argparse: --help, usage errors
             code = exit_.code
     return code, out.getvalue(), err.getvalue()
 
 
-def ok(*argv) -> str:
-    code, out, err = cli(*argv)
+def ok(command: str) -> str:
+    code, out, err = cli(command)
     assert code == 0, err
     return out
+
+
+def console_script(command: str) -> subprocess.CompletedProcess:
+    """Run the installed `shark-hf` console script in a subprocess."""
+    return subprocess.run([SHARK_HF, *command.split()], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -61,81 +66,45 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def raw(work) -> tuple[Path, str]:
-    out = ok("build-dataset", "synthetic", "--out", work / "raw", "--num-patients", 100, "--seed", 3)
+    out = ok(f"build-dataset synthetic --out {work}/raw --num-patients 100 --seed 3")
     return work / "raw", out
 
 
 @pytest.fixture(scope="module")
 def cohort(work, raw) -> tuple[Path, str]:
-    out = ok("build-dataset", "mimic3", "--root", raw[0], "--out", work / "cohort")
+    out = ok(f"build-dataset mimic3 --root {raw[0]} --out {work}/cohort")
     return work / "cohort", out
 
 
 @pytest.fixture(scope="module")
 def embeddings(work) -> tuple[Path, str]:
     """The only embedding run of the module (loads MiniLM once)."""
-    out = ok("embed", "--codes", work / "codes.txt", "--out", work / "emb.safetensors")
+    out = ok(f"embed --codes {work}/codes.txt --out {work}/emb.safetensors")
     return work / "emb.safetensors", out
 
 
 @pytest.fixture(scope="module")
 def semantic_tokenizer(work, embeddings) -> tuple[Path, str]:
     out = ok(
-        "fit-tokenizer",
-        "--embeddings",
-        embeddings[0],
-        "--levels",
-        2,
-        "--codebook-size",
-        3,
-        "--out",
-        work / "tok_semantic",
+        f"fit-tokenizer --embeddings {embeddings[0]} --levels 2 --codebook-size 3 --out {work}/tok_semantic"
     )
     return work / "tok_semantic", out
 
 
 @pytest.fixture(scope="module")
 def random_tokenizer(work, cohort) -> Path:
-    ok(
-        "fit-tokenizer",
-        "--kind",
-        "random",
-        "--cohort",
-        cohort[0],
-        "--levels",
-        2,
-        "--codebook-size",
-        32,
-        "--out",
-        work / "tok_random",
-    )
-    return work / "tok_random"
+    out = work / "tok_random"
+    ok(f"fit-tokenizer --kind random --cohort {cohort[0]} --levels 2 --codebook-size 32 --out {out}")
+    return out
 
 
 @pytest.fixture(scope="module")
 def trained(work, cohort, random_tokenizer) -> Path:
     """`shark-hf train` as a subprocess of the console script: 1 epoch over 70 training patients."""
     run = work / "run"
-    result = subprocess.run(
-        [
-            SHARK_HF,
-            "train",
-            "--cohort",
-            cohort[0],
-            "--tokenizer",
-            random_tokenizer,
-            "--output_dir",
-            run,
-            "--num_epochs",
-            "1",
-            "--batch_size",
-            "32",
-            "--seed",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = console_script(
+        f"train --cohort {cohort[0]} --tokenizer {random_tokenizer} --output_dir {run} --num_epochs 1 "
+        "--batch_size 32 --seed 0"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run
@@ -146,7 +115,7 @@ def trained(work, cohort, random_tokenizer) -> Path:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help_with_examples(command):
-    code, out, _ = cli(command, "--help")
+    code, out, _ = cli(f"{command} --help")
     assert code == 0
     assert out.startswith(f"usage: shark-hf {command}")
     assert f"examples:\n  shark-hf {command}" in out or "examples:\n  echo" in out
@@ -155,17 +124,17 @@ def test_every_command_has_help_with_examples(command):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "command",
     [
-        [],
-        ["predict"],
-        ["embed", "--codes", "a.txt", "--system", "ICD9CM", "--out", "e.safetensors"],
-        ["inspect-tokenizer", "tok", "--bogus"],
-        ["predict", "--model", "m", "--input", "p.json", "--top-k", "0"],
+        "",
+        "predict",
+        "embed --codes a.txt --system ICD9CM --out e.safetensors",
+        "inspect-tokenizer tok --bogus",
+        "predict --model m --input p.json --top-k 0",
     ],
 )
-def test_usage_errors_exit_2(argv):
-    code, out, err = cli(*argv)
+def test_usage_errors_exit_2(command):
+    code, out, err = cli(command)
     assert code == 2 and out == ""
     assert err.startswith("usage: shark-hf") and "error:" in err
 
@@ -184,11 +153,7 @@ def test_build_dataset_synthetic_writes_mimic3_csvs(raw):
 def test_build_dataset_mimic3_saves_the_cohort_and_prints_the_report(cohort):
     folder, out = cohort
     dataset = load_from_disk(str(folder))
-    assert {name: len(split) for name, split in dataset.items()} == {
-        "train": 70,
-        "validation": 10,
-        "test": 20,
-    }
+    assert {name: len(split) for name, split in dataset.items()} == dict(train=70, validation=10, test=20)
     assert "Unusable rows: 0" in out and "ADMISSIONS.csv" in out and out.endswith(f"-> {folder}\n")
     patients = [pid for split in dataset.values() for pid in split["patient_id"]]
     assert len(set(patients)) == 100
@@ -196,20 +161,8 @@ def test_build_dataset_mimic3_saves_the_cohort_and_prints_the_report(cohort):
 
 def test_build_dataset_table_gives_the_same_patients_and_splits(work, raw, cohort):
     out = ok(
-        "build-dataset",
-        "table",
-        "--root",
-        raw[0] / "DIAGNOSES_ICD.csv",
-        "--patient-col",
-        "SUBJECT_ID",
-        "--visit-col",
-        "HADM_ID",
-        "--code-col",
-        "ICD9_CODE",
-        "--system",
-        "ICD9CM",
-        "--out",
-        work / "table",
+        f"build-dataset table --root {raw[0]}/DIAGNOSES_ICD.csv --patient-col SUBJECT_ID --visit-col HADM_ID "
+        f"--code-col ICD9_CODE --system ICD9CM --out {work}/table"
     )
     assert "Cohort from table" in out
     table, mimic = load_from_disk(str(work / "table")), load_from_disk(str(cohort[0]))
@@ -218,12 +171,12 @@ def test_build_dataset_table_gives_the_same_patients_and_splits(work, raw, cohor
 
 
 def test_build_dataset_replaces_a_cohort_but_never_another_folder(work, raw):
-    ok("build-dataset", "mimic3", "--root", raw[0], "--out", work / "again", "--seed", 0)
+    ok(f"build-dataset mimic3 --root {raw[0]} --out {work}/again --seed 0")
     first = load_from_disk(str(work / "again"))["test"]["patient_id"]
-    ok("build-dataset", "mimic3", "--root", raw[0], "--out", work / "again", "--seed", 1)
+    ok(f"build-dataset mimic3 --root {raw[0]} --out {work}/again --seed 1")
     assert load_from_disk(str(work / "again"))["test"]["patient_id"] != first
     assert not [p for p in work.iterdir() if p.name.startswith(".again")]  # no temporary folders left
-    code, _, err = cli("build-dataset", "mimic3", "--root", raw[0], "--out", raw[0])
+    code, _, err = cli(f"build-dataset mimic3 --root {raw[0]} --out {raw[0]}")
     assert code == 1 and f"{raw[0]} exists and is not a cohort folder" in err
     assert (raw[0] / "ADMISSIONS.csv").is_file()
 
@@ -252,7 +205,7 @@ def test_fit_tokenizer_semantic_random_index(work, embeddings, semantic_tokenize
     random_ids = SharkTokenizer.from_pretrained(random_tokenizer)
     assert random_ids.fingerprint == SharkTokenizer.random_ids(cohort_codes, 2, 32, seed=0).fingerprint
 
-    out = ok("fit-tokenizer", "--kind", "index", "--codes", work / "codes.txt", "--out", work / "tok_index")
+    out = ok(f"fit-tokenizer --kind index --codes {work}/codes.txt --out {work}/tok_index")
     index = SharkTokenizer.from_pretrained(work / "tok_index")
     assert (index.kind, index.num_levels, index.codebook_size, index.codes) == ("index", 1, 6, CODES)
     assert torch.equal(index.ids[:, 0], torch.arange(6))
@@ -261,12 +214,12 @@ def test_fit_tokenizer_semantic_random_index(work, embeddings, semantic_tokenize
 
 def test_inspect_tokenizer_text_and_json(semantic_tokenizer):
     path = semantic_tokenizer[0]
-    out = ok("inspect-tokenizer", path, "--min-size", 1)
+    out = ok(f"inspect-tokenizer {path} --min-size 1")
     assert out.startswith("SharkTokenizer(kind='semantic', num_codes=6, num_levels=2, codebook_size=3")
     assert "reconstruction MSE after each level: " in out and "Cluster ID" in out
     assert "Codes from different ICD chapters sharing IDs at levels 2..2" in out
 
-    report = json.loads(ok("inspect-tokenizer", path, "--min-size", 1, "--json"))
+    report = json.loads(ok(f"inspect-tokenizer {path} --min-size 1 --json"))
     assert report["tokenizer"]["kind"] == "semantic" and "codes" not in report["tokenizer"]
     level_one = [c for c in report["clusters"] if c["level"] == 1]
     assert sum(c["size"] for c in level_one) == 6
@@ -285,30 +238,18 @@ def test_train_writes_model_tokenizer_and_metrics(trained, random_tokenizer):
 
 
 def test_evaluate_reproduces_the_training_test_metrics(work, trained, cohort):
-    metrics = json.loads(ok("evaluate", "--model", trained, "--cohort", cohort[0]))
+    metrics = json.loads(ok(f"evaluate --model {trained} --cohort {cohort[0]}"))
     logged = json.loads((trained / "metrics.json").read_text())["test"]
     assert metrics["split"] == "test" and metrics["num_samples"] == 20
     for key in ("P@10", "P@20", "Acc@10", "Acc@20", "micro_auc"):
         assert metrics[key] == pytest.approx(logged[key], abs=1e-6), key
-    out = ok(
-        "evaluate",
-        "--model",
-        trained,
-        "--cohort",
-        cohort[0],
-        "--split",
-        "validation",
-        "--out",
-        work / "m.json",
-    )
+    out = ok(f"evaluate --model {trained} --cohort {cohort[0]} --split validation --out {work}/m.json")
     assert out == f"-> {work / 'm.json'}\n"
     assert json.loads((work / "m.json").read_text())["num_samples"] == 10
 
 
 def test_predict_top_k_with_names_probabilities_and_attention(work, trained):
-    predictions = json.loads(
-        ok("predict", "--model", trained, "--input", work / "patients.json", "--top-k", 3)
-    )
+    predictions = json.loads(ok(f"predict --model {trained} --input {work}/patients.json --top-k 3"))
     assert [p["patient_id"] for p in predictions] == ["0", "p2"]
     names = label_names("ccs")
     for prediction, visits in zip(predictions, (2, 1), strict=True):
@@ -318,22 +259,22 @@ def test_predict_top_k_with_names_probabilities_and_attention(work, trained):
         assert all(label["name"] == names[label["label"]] for label in prediction["labels"])
         assert len(prediction["visit_attention"]) == visits
         assert sum(prediction["visit_attention"]) == pytest.approx(1.0, abs=1e-6)
-    ok("predict", "--model", trained, "--input", work / "patients.json", "--out", work / "pred.json")
+    ok(f"predict --model {trained} --input {work}/patients.json --out {work}/pred.json")
     assert len(json.loads((work / "pred.json").read_text())[0]["labels"]) == 20
 
 
 def test_push_then_inspect_and_predict_from_the_hub(local_hub, work, trained):
-    out = ok("push", "--model", trained, "--repo", "test-org/shark-cli", "--token", "x")
+    out = ok(f"push --model {trained} --repo test-org/shark-cli --token x")
     assert out.startswith(f"Pushed {trained} (model, tokenizer/, README.md) -> ")
     repo = local_hub.hub.repos["test-org/shark-cli"]
     files = repo.commits[repo.branches["main"]].files
     assert {"README.md", "config.json", "model.safetensors", "tokenizer/tokenizer_config.json"} <= set(files)
     assert not [name for name in files if name.startswith("checkpoints") or name == "log.jsonl"]
 
-    report = json.loads(ok("inspect-tokenizer", "test-org/shark-cli", "--subfolder", "tokenizer", "--json"))
+    report = json.loads(ok("inspect-tokenizer test-org/shark-cli --subfolder tokenizer --json"))
     assert report["tokenizer"]["kind"] == "random"
-    remote = json.loads(ok("predict", "--model", "test-org/shark-cli", "--input", work / "patients.json"))
-    local = json.loads(ok("predict", "--model", trained, "--input", work / "patients.json"))
+    remote = json.loads(ok(f"predict --model test-org/shark-cli --input {work}/patients.json"))
+    local = json.loads(ok(f"predict --model {trained} --input {work}/patients.json"))
     assert remote == local
 
 
@@ -381,7 +322,7 @@ def test_bad_input_exits_1_with_one_line(argv, expected, work, raw, cohort, trai
         "raw": raw[0],
         "semantic": semantic_tokenizer[0],
     }
-    code, out, err = cli(*argv.format(**places).split())
+    code, out, err = cli(argv.format(**places))
     command = argv.split()[0]
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1, err
@@ -390,12 +331,7 @@ def test_bad_input_exits_1_with_one_line(argv, expected, work, raw, cohort, trai
 
 
 def test_console_script_exit_codes(work, raw, trained):
-    bad = subprocess.run(
-        [SHARK_HF, "predict", "--model", trained, "--input", work / "malformed.json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = console_script(f"predict --model {trained} --input {work}/malformed.json")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
         f"shark-hf predict: error: {work / 'malformed.json'} is not valid JSON: "
@@ -405,7 +341,7 @@ def test_console_script_exit_codes(work, raw, trained):
 
 def test_verbose_shows_the_traceback(work):
     with pytest.raises(UserError, match="missing.json: no such file"):
-        main(["-v", "predict", "--model", str(work), "--input", str(work / "missing.json")])
+        main(f"-v predict --model {work} --input {work}/missing.json".split())
 
 
 def test_messages_are_one_line_and_bounded():
