@@ -1134,12 +1134,18 @@ def _check_nesting(patients: Sequence[Sequence[Sequence[str]]], flat: list[Any])
         raise TypeError(f"codes must be strings, got {type(not_codes[0]).__name__} {str(not_codes[0])[:80]}")
 
 
+def _preview(items: list[str], limit: int = 20) -> str:
+    """`[a, b, ...]` with at most `limit` items, then how many there are in all."""
+    shown = ", ".join(items[:limit])
+    return f"[{shown}" + (f", ... ({len(items)} in all)]" if len(items) > limit else "]")
+
+
 def _unknown_message(unknown: list[str], invalid: dict[str, str]) -> str:
     parts = []
     if unknown:
-        parts.append(f"{len(unknown)} codes not in the tokenizer: {unknown}")
+        parts.append(f"{len(unknown)} codes not in the tokenizer: {_preview(unknown)}")
     if invalid:
-        parts.append(f"{len(invalid)} strings that are not valid codes: {sorted(invalid)}")
+        parts.append(f"{len(invalid)} strings that are not valid codes: {_preview(sorted(invalid))}")
     return (
         "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
     )

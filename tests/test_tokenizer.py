@@ -153,7 +153,13 @@ def test_unknown_codes_error_lists_all_of_them_normalised():
     with pytest.raises(KeyError) as caught:
         tokenizer(patients)  # a random tokenizer cannot embed: the default policy is "error"
     message = str(caught.value)
-    assert "['ICD10CM:E119', 'ICD9CM:4011']" in message and "not-a-code" in message
+    assert "2 codes not in the tokenizer: [ICD10CM:E119, ICD9CM:4011]" in message and "not-a-code" in message
+    many = [[[f"ICD9CM:{code}" for code in range(1000, 1030)]]]
+    with pytest.raises(
+        KeyError,
+        match=r"30 codes not in the tokenizer: \[ICD9CM:1000, .*, ICD9CM:1019, \.\.\. \(30 in all\)\]",
+    ):
+        tokenizer(many)
     with pytest.raises(ValueError, match="unknown='embed' needs a semantic tokenizer"):
         tokenizer(patients, unknown="embed")
     with pytest.raises(ValueError, match="unknown must be one of"):
