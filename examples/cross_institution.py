@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"Hospital A: {summary['hospital_a']['num_codes']} ICD-9-CM codes, released {args.repo}@"
         f"{summary['hospital_a']['commit'][:10]}\n"
-        f"Hospital B: {b['num_codes']} ICD-10-CM codes, {b['unseen_codes']} unseen by A and embedded with A's "
-        f"codebooks; pushed {args.repo}@{b['branch']} ({b['commit'][:10]})\n\n"
+        f"Hospital B: {b['num_codes']} ICD-10-CM codes, {b['unseen_codes']} unseen by A and placed with "
+        f"A's codebooks; pushed {args.repo}@{b['branch']} ({b['commit'][:10]})\n\n"
         f"{format_table(summary)}\n\nSummary: {args.work / 'summary.json'} ({summary['seconds']} s)"
     )
     return summary

@@ -34,9 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
 from huggingface_hub.errors import (
-    EntryNotFoundError,
     HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -47,9 +46,12 @@ try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     from httpx import TransportError
 
+from .cards import model_card
+from .configuration_shark import SharkConfig
+from .tokenization_shark import SharkTokenizer
+
 if TYPE_CHECKING:
     from .modeling_shark import SharkForDiagnosisPrediction
-    from .tokenization_shark import SharkTokenizer
 
 MODEL_FILES = (
     "config.json",
@@ -81,7 +83,7 @@ def stage_repository(
     tokenizer_dir: str | Path | None = None,
     license: str | None = None,
     gated: bool = True,
-    tokenizer_config: dict[str, Any] | None = None,
+    published_tokenizer: SharkTokenizer | None = None,
 ) -> Path:
     """Copy the publishable files of a trained model folder into `staging_dir` and render its card.
 
@@ -91,15 +93,14 @@ def stage_repository(
         repo_id: the repository the card is written for.
         tokenizer_dir: the tokenizer folder to stage under `tokenizer/` (default: `model_dir/tokenizer`).
         license, gated: see `shark_hf.cards.model_card`.
-        tokenizer_config: stage no tokenizer, and describe this one (the content of the
-            `tokenizer_config.json` already in the repository) in the card.
+        published_tokenizer: stage no tokenizer, and describe this one (the tokenizer already in the
+            repository) in the card.
 
     Raises:
         FileNotFoundError: `model_dir` lacks `config.json` or its weights, or the tokenizer folder lacks one
             of its files (each message names the folder and the file).
+        ValueError: the model cannot read the tokenizer's ids (`SharkConfig.check_tokenizer`).
     """
-    from .cards import model_card
-
     model_dir, staging = Path(model_dir), Path(staging_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a trained model folder: config.json is missing")
@@ -109,18 +110,21 @@ def stage_repository(
     for name in (*MODEL_FILES, *shards):
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, staging / name)
-    if tokenizer_config is None:
+    tokenizer = published_tokenizer
+    if tokenizer is None:
         tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir / TOKENIZER_SUBFOLDER
         (staging / TOKENIZER_SUBFOLDER).mkdir()
         for name in TOKENIZER_FILES:
             if not (tokenizer_dir / name).is_file():
                 raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: {name} is missing")
             shutil.copy2(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
-        tokenizer_config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+        tokenizer = SharkTokenizer.from_pretrained(staging / TOKENIZER_SUBFOLDER)
+    # Never publish a model beside a tokenizer whose ids it cannot read.
+    SharkConfig.from_pretrained(model_dir).check_tokenizer(tokenizer)
     config = json.loads((model_dir / "config.json").read_text())
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    card = model_card(config, tokenizer_config, metrics, repo_id=repo_id, license=license, gated=gated)
+    card = model_card(config, tokenizer.config, metrics, repo_id=repo_id, license=license, gated=gated)
     card.save(staging / CARD_NAME)
     return staging
 
@@ -200,9 +204,7 @@ def push_model(
         ValueError: no `tokenizer` given and the revision has none either (nothing is sent).
         HubAuthError, HubPushError: as in `push_model_and_tokenizer`.
     """
-    tokenizer_config = None
-    if tokenizer is None:
-        tokenizer_config = _remote_tokenizer_config(repo_id, revision, token)
+    published = _published_tokenizer(repo_id, revision, token) if tokenizer is None else None
     with tempfile.TemporaryDirectory(prefix="shark-hf-push-") as tmp:
         model_dir, staging = Path(tmp) / "model", Path(tmp) / "staging"
         staging.mkdir()
@@ -213,7 +215,7 @@ def push_model(
             content = metrics if isinstance(metrics, dict) else json.loads(Path(metrics).read_text())
             (model_dir / "metrics.json").write_text(json.dumps(content, indent=2) + "\n")
         stage_repository(
-            model_dir, staging, repo_id, license=license, gated=gated, tokenizer_config=tokenizer_config
+            model_dir, staging, repo_id, license=license, gated=gated, published_tokenizer=published
         )
         if tags:
             _add_card_tags(staging / CARD_NAME, tags)
@@ -279,26 +281,22 @@ def _is_managed(path: str, with_tokenizer: bool) -> bool:
     return with_tokenizer and folder == TOKENIZER_SUBFOLDER and name in TOKENIZER_FILES
 
 
-def _remote_tokenizer_config(repo_id: str, revision: str | None, token: str | None) -> dict[str, Any]:
-    """The `tokenizer/tokenizer_config.json` of a revision, for the card of a push without a tokenizer."""
+def _published_tokenizer(repo_id: str, revision: str | None, token: str | None) -> SharkTokenizer:
+    """The tokenizer under `tokenizer/` of a revision, for a push that keeps it."""
     with _hub_errors(repo_id, revision, "reading the published tokenizer"):
         try:
-            path = hf_hub_download(
-                repo_id, f"{TOKENIZER_SUBFOLDER}/tokenizer_config.json", revision=revision, token=token
+            return SharkTokenizer.from_pretrained(
+                repo_id, revision=revision, subfolder=TOKENIZER_SUBFOLDER, token=token
             )
-        except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        except (FileNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
             raise ValueError(
-                f"{repo_id}@{revision or 'main'} has no {TOKENIZER_SUBFOLDER}/tokenizer_config.json (or "
-                "is not visible with this token): pass the model's tokenizer, "
-                "push_to_hub(repo_id, tokenizer=...), so that the repository holds the tokenizer its card "
-                "describes"
+                f"{repo_id}@{revision or 'main'} has no SharkTokenizer under {TOKENIZER_SUBFOLDER}/ (or is "
+                "not visible with this token): pass the model's tokenizer, push_to_hub(repo_id, "
+                "tokenizer=...), so that the repository holds the tokenizer its card describes"
             ) from None
-    return json.loads(Path(path).read_text())
 
 
 def _add_card_tags(card_path: Path, tags: list[str]) -> None:
-    from huggingface_hub import ModelCard
-
     card = ModelCard.load(card_path)
     card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *tags]))
     card.save(card_path)

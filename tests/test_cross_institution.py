@@ -19,7 +19,7 @@ REPO = "hospital-a/shark-mimic3"
 def test_cross_institution_workflow(local_hub, tmp_path):
     work = tmp_path / "work"
     command = [sys.executable, str(SCRIPT), "--repo", REPO, "--work", str(work), "--seed", "0"]
-    command += ["--patients-a", "60", "--patients-b", "200", "--num-levels", "3", "--codebook-size", "16"]
+    command += ["--patients-a", "30", "--patients-b", "120", "--num-levels", "3", "--codebook-size", "16"]
     command += ["--epochs-a", "3", "--epochs-b", "2", "--batch-size", "16"]
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -43,6 +43,9 @@ def test_cross_institution_workflow(local_hub, tmp_path):
     # B's revision is a branch on top of A's release, holding B's weights and B's measured results.
     assert repo.branches[b["branch"]] == b["commit"] and repo.commits[b["commit"]].parent == a["commit"]
     model_b = work / "hospital_b" / "model"
+    branch_files = repo.commits[b["commit"]].files
+    assert branch_files["model.safetensors"] == (model_b / "model.safetensors").read_bytes()
+    assert branch_files["model.safetensors"] != main_files["model.safetensors"]  # fine-tuning moved weights
     metrics_b = json.loads((model_b / "metrics.json").read_text())
     card = ModelCard.load(hf_hub_download(REPO, "README.md", revision=b["branch"]))
     results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}

@@ -252,7 +252,7 @@ def test_model_push_to_hub_publishes_the_shark_card(local_hub, workspace, tmp_pa
     assert "This model has not been evaluated" in card.text and tokenizer.fingerprint in card.text
 
     # A first push needs the tokenizer, and fails before anything is created.
-    with pytest.raises(ValueError, match=r"org/bare@main has no tokenizer/tokenizer_config.json"):
+    with pytest.raises(ValueError, match=r"org/bare@main has no SharkTokenizer under tokenizer/"):
         model.push_to_hub("org/bare")
     assert "org/bare" not in local_hub.hub.repos
 
@@ -276,6 +276,17 @@ def test_remote_code_push_to_hub_without_shark_hf_keeps_the_published_card(local
     monkeypatch.undo()
     pulled = SharkForDiagnosisPrediction.from_pretrained("org/remote")
     assert torch.equal(pulled.classifier.bias, model.classifier.bias)
+
+
+def test_push_refuses_a_tokenizer_the_model_cannot_read(local_hub, workspace, tmp_path):
+    other = SharkTokenizer.random_ids(workspace["tokenizer"].codes, num_levels=2, codebook_size=8)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="tokenizer mismatch: tokenizer kind 'random'"):
+        push_model_and_tokenizer(workspace["model_dir"], "org/mismatch", tokenizer_dir=tmp_path / "other")
+    model = SharkForDiagnosisPrediction.from_pretrained(workspace["model_dir"])
+    with pytest.raises(ValueError, match="tokenizer mismatch: tokenizer kind 'random'"):
+        model.push_to_hub("org/mismatch", tokenizer=other)
+    assert local_hub.hub.repos == {}
 
 
 def test_push_to_a_branch_keeps_main(local_hub, workspace, retuned_dir):
@@ -374,7 +385,7 @@ def test_push_without_token_gives_the_hub_message(local_hub, workspace):
     assert set(_repo_files(local_hub, "org/locked")) == REPO_FILES
 
 
-def test_cli_push_without_token_prints_one_line(local_hub, workspace, capsys):
+def test_cli_push_failures_print_one_line(local_hub, workspace, capsys):
     local_hub.hub.require_token = True
     code = cli.main(["push", "--model", str(workspace["model_dir"]), "--repo", "org/cli"])
     err = capsys.readouterr().err.strip()
@@ -385,6 +396,12 @@ def test_cli_push_without_token_prints_one_line(local_hub, workspace, capsys):
         "--token / HF_TOKEN)"
     )
     local_hub.hub.require_token = False
+    local_hub.hub.fail_next("/commit/", 500)
+    assert cli.main(["push", "--model", str(workspace["model_dir"]), "--repo", "org/cli"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "shark-hf push: error: push to org/cli@main failed while uploading: the Hub answered 500: injected "
+        "failure (the local folders are unchanged; pushing again is safe)"
+    )
     assert cli.main(["push", "--model", str(workspace["model_dir"]), "--repo", "org/cli"]) == 0
     assert capsys.readouterr().out.startswith(f"Pushed {workspace['model_dir']} ")
     assert HfApi().model_info("org/cli").sha == local_hub.hub.repos["org/cli"].branches["main"]
