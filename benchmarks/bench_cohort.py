@@ -194,6 +194,20 @@ def pandas_baseline(root: Path, seed: int = 0, min_visits: int = 2):
     )
 
 
+def _peak_rss() -> int:
+    """Peak resident memory of this process in bytes.
+
+    Linux: VmHWM of /proc/self/status. Not `ru_maxrss`, which also counts the parent's memory copied at fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def _child(phase: str, root: Path, out: Path) -> None:
     """Build the cohort one way, save it (not timed), print JSON with seconds, CPU seconds and peak RSS."""
     import datasets  # noqa: F401  (imports are not timed)
@@ -201,7 +215,7 @@ def _child(phase: str, root: Path, out: Path) -> None:
 
     from shark_hf.data.cohort import build_cohort
 
-    imports_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    imports_peak = _peak_rss()
     start, cpu = time.perf_counter(), time.process_time()
     if phase == "ours":
         cohort, report = build_cohort("mimic4", root=root, return_report=True)
@@ -209,7 +223,7 @@ def _child(phase: str, root: Path, out: Path) -> None:
     else:
         cohort, extra = pandas_baseline(root), {}
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss()
     cohort.save_to_disk(str(out))
     result = {
         "seconds": seconds,

@@ -9,7 +9,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from .codes import all_codes, ancestors, describe, is_known, label_names, normalize_code, to_label
 from .configuration_shark import SharkConfig
+from .data import VisitCollator, build_cohort, write_synthetic_cohort
 from .embeddings import CodeEmbeddings, embed_codes, load_embeddings
+from .hub import push_model_and_tokenizer
 from .metrics import accuracy_at_k, compute_metrics, precision_at_k, recall_at_k
 from .modeling_shark import SharkForDiagnosisPrediction, SharkOutput
 from .rkmeans import ResidualKMeans
@@ -28,9 +30,11 @@ __all__ = [
     "SharkForDiagnosisPrediction",
     "SharkOutput",
     "SharkTokenizer",
+    "VisitCollator",
     "accuracy_at_k",
     "all_codes",
     "ancestors",
+    "build_cohort",
     "compute_metrics",
     "describe",
     "embed_codes",
@@ -39,6 +43,8 @@ __all__ = [
     "load_embeddings",
     "normalize_code",
     "precision_at_k",
+    "push_model_and_tokenizer",
     "recall_at_k",
     "to_label",
+    "write_synthetic_cohort",
 ]

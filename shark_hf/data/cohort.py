@@ -81,7 +81,7 @@ class _Visits:
     visit_offsets: np.ndarray
 
 
-def rank(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def _rank(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Sort the distinct values of [N] `array` (numerically when they are all integer strings).
 
     `array` holds no nulls; a DictionaryArray is ranked through its dictionary (unused entries dropped).
@@ -106,8 +106,8 @@ def rank(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 def _group_visits(rows: DiagnosisRows, issues: RowIssues) -> _Visits:
     """Sort rows into visits (time, then visit id) and codes (order), dropping repeated codes per visit."""
-    patient, patient_ids = rank(rows.patient)
-    visit, visit_ids = rank(rows.visit)
+    patient, patient_ids = _rank(rows.patient)
+    visit, visit_ids = _rank(rows.visit)
     unique, group = unique_inverse(patient * max(len(visit_ids), 1) + visit)
     visit_patient, visit_rank = unique // max(len(visit_ids), 1), unique % max(len(visit_ids), 1)
     times = pc.fill_null(pc.cast(rows.time, pa.int64()), _NO_TIME).to_numpy()
