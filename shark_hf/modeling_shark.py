@@ -206,20 +206,17 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         codeword repeats, whereas embedding-bag backward slows down sharply on the heavy repetition of a
         512-row table. Large tables (`learned`, one row per code) use embedding bags over the real codes.
         """
-        num_visits, num_codes, num_levels = ids.shape
+        num_visits, _, num_levels = ids.shape
         size = self.config.codebook_size
         table = self.code_embeddings.weight  # [L*K, d]
-        offsets = torch.arange(num_levels, device=ids.device) * size  # [L]
         if num_levels * size <= _DENSE_TABLE_LIMIT:
             weight = code_mask.to(table.dtype)
             weight = weight / weight.sum(-1, keepdim=True).clamp(min=1.0)  # [N, C]
-            rows = (ids + offsets).reshape(num_visits, num_codes * num_levels)
-            weight = (
-                weight.unsqueeze(-1).expand(-1, -1, num_levels).reshape(num_visits, num_codes * num_levels)
-            )
-            visit_by_codeword = table.new_zeros(num_visits, num_levels * size).scatter_add_(1, rows, weight)
-            per_level = visit_by_codeword.view(num_visits, num_levels, size).transpose(0, 1)  # [L, N, K]
-            return torch.bmm(per_level, table.view(num_levels, size, -1))
+            level_visit_codeword = table.new_zeros(num_levels, num_visits, size).scatter_add_(
+                2, ids.permute(2, 0, 1), weight.expand(num_levels, -1, -1)
+            )  # [L, N, K]: weight of codeword k of level l in visit n
+            return torch.bmm(level_visit_codeword, table.view(num_levels, size, -1))
+        offsets = torch.arange(num_levels, device=ids.device) * size  # [L]: level l's rows start at l*K
         counts = code_mask.sum(1)  # [N]
         starts = counts.cumsum(0) - counts
         codes = ids[code_mask] + offsets  # [M, L], grouped by visit
@@ -276,7 +273,8 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
                     f"labels must have shape [batch, num_labels] = {(batch_size, self.config.num_labels)} "
                     f"(label space {self.config.label_space!r}), got {tuple(labels.shape)}"
                 )
-            if ((labels != 0) & (labels != 1)).any():
+            target = labels.float()
+            if (target * (1 - target)).any():  # nonzero unless every entry is 0 or 1 (NaN included)
                 raise ValueError("labels must be multi-hot: every entry 0 or 1")
         return code_mask.bool(), visit_mask
 
