@@ -98,7 +98,13 @@ def _write_card(model_dir: Path, path: Path) -> None:
     config = json.loads((model_dir / "config.json").read_text())
     tokenizer_config = json.loads((model_dir / "tokenizer" / "tokenizer_config.json").read_text())
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    card = model_card(config, tokenizer_config, metrics, repo_id=f"your-org/{model_dir.name}")
+    card = model_card(
+        config,
+        tokenizer_config,
+        metrics,
+        repo_id=f"your-org/{model_dir.name}",
+        data_source="the built-in MIMIC-III-like synthetic cohort of shark-hf (no real patients)",
+    )
     card.save(path)
 
 
