@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .codes import label_names as code_label_names
-from .configuration_shark import SharkConfig
+from .configuration_shark import TOKENIZER_KIND_TO_REPRESENTATION, SharkConfig
 from .data.collator import VisitCollator
 from .metrics import compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
@@ -124,6 +124,19 @@ class TrainingArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+    def __post_init__(self) -> None:
+        for name in (
+            "num_epochs",
+            "patience",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
+            raise ValueError(f"--checkpoint_steps must be at least 1, got {self.checkpoint_steps}")
 
 
 @dataclass
@@ -232,6 +245,8 @@ def build_model(
 
 def _record_tokenizer(config: SharkConfig, tokenizer: SharkTokenizer) -> None:
     """Make `config` name `tokenizer` (after `check_tokenizer` accepted it), as `from_tokenizer` does."""
+    config.tokenizer_kind = tokenizer.kind
+    config.code_representation = TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind]
     config.tokenizer_fingerprint = tokenizer.fingerprint
     config.tokenizer_codebook_fingerprint = getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint)
 
@@ -374,18 +389,7 @@ def train(args: TrainingArguments) -> dict:
     if new_head and args.label_frequency_bias:
         init_head_bias(model, label_frequency_bias(cohort["train"], label_names))
     collator = VisitCollator(tokenizer, label_names, max_visits=args.max_visits)
-    splits = {"train": "train", "validation": "validation", "test": "test", "members": "train"}
-    loaders = {
-        name: make_dataloader(
-            cohort[split],
-            collator,
-            args.batch_size if name == "train" else args.eval_batch_size,
-            name == "train",
-            args.num_workers,
-            args.seed,
-        )
-        for name, split in splits.items()
-    }
+    loaders = _make_loaders(args, cohort, collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared, strict=True))
@@ -401,6 +405,25 @@ def train(args: TrainingArguments) -> dict:
     results = _final_results(args, accelerator, loaders, state, train_seconds)
     accelerator.end_training()
     return results
+
+
+def _make_loaders(
+    args: TrainingArguments, cohort: DatasetDict, collator: VisitCollator
+) -> dict[str, DataLoader]:
+    """Shuffled `train` batches, and in-order `validation`, `test` and `members` (the training split,
+    for the membership audit) evaluation batches."""
+    splits = {"train": "train", "validation": "validation", "test": "test", "members": "train"}
+    return {
+        name: make_dataloader(
+            cohort[split],
+            collator,
+            args.batch_size if name == "train" else args.eval_batch_size,
+            name == "train",
+            args.num_workers,
+            args.seed,
+        )
+        for name, split in splits.items()
+    }
 
 
 def _make_accelerator(args: TrainingArguments) -> Accelerator:
@@ -426,7 +449,7 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
 
 
 def _start_run(
-    args: TrainingArguments, accelerator: Accelerator, cohort: DatasetDict, model, tokenizer
+    args: TrainingArguments, accelerator: Accelerator, cohort: DatasetDict, model, tokenizer: SharkTokenizer
 ) -> None:
     """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
@@ -445,7 +468,7 @@ def _start_run(
 
 
 def _train_epoch(
-    args, accelerator: Accelerator, model, optimizer, train_loader, state: TrainerState
+    args: TrainingArguments, accelerator: Accelerator, model, optimizer, train_loader, state: TrainerState
 ) -> float:
     """One pass over the training split, from batch `state.step_in_epoch` on (a resumed epoch).
 
@@ -491,7 +514,12 @@ def _add_losses(accelerator: Accelerator, state: TrainerState, totals: torch.Ten
 
 
 def _end_epoch(
-    args, accelerator: Accelerator, model, state: TrainerState, train_loss: float, validation: dict
+    args: TrainingArguments,
+    accelerator: Accelerator,
+    model,
+    state: TrainerState,
+    train_loss: float,
+    validation: dict,
 ):
     """Record the epoch, keep the best model on validation P@10, count epochs without improvement."""
     state.epoch += 1
@@ -524,7 +552,7 @@ def _end_epoch(
 
 
 def _final_results(
-    args, accelerator: Accelerator, loaders: dict, state: TrainerState, seconds: float
+    args: TrainingArguments, accelerator: Accelerator, loaders: dict, state: TrainerState, seconds: float
 ) -> dict:
     """Evaluate the saved best model on validation and test, audit it, write metrics.json and the plot."""
     output_dir = Path(args.output_dir)
@@ -597,9 +625,9 @@ def _restore_outputs(args: TrainingArguments, folder: Path, state: TrainerState)
 
 def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
     changed = {
-        k: (v, getattr(args, k))
+        k: (v, getattr(args, k, None))
         for k, v in saved.items()
-        if k not in _RESUMABLE_CHANGES and getattr(args, k) != v
+        if k not in _RESUMABLE_CHANGES and getattr(args, k, None) != v
     }
     if changed:
         logger.warning("Resuming with options that differ from the checkpoint's (was, now): %s", changed)

@@ -1,4 +1,5 @@
-"""`training/train.py` / `shark_hf.training`: end to end, 2-process CPU DDP, exact resume, fine-tuning, early stop.
+"""`training/train.py` and `shark_hf.training`: end to end, 2-process CPU DDP, exact resume, fine-tuning,
+early stopping.
 
 Every run trains on a tiny synthetic cohort (120 patients: 84 train, 12 validation, 24 test samples) with a
 random-ID tokenizer, so a run takes a second or two; the expectations are exact (bit-identical weights,
@@ -92,11 +93,7 @@ def test_train_end_to_end(ws, reference):
     out, results = reference.dir, reference.results
     metrics = read_json(out / "metrics.json")
     assert metrics == json.loads(json.dumps(results))
-    assert (metrics["best_epoch"], metrics["epochs"], metrics["num_processes"]) == (
-        metrics["best_epoch"],
-        2,
-        1,
-    )
+    assert (metrics["epochs"], metrics["num_processes"]) == (2, 1)
 
     # The saved model and tokenizer reload and reproduce the logged metrics exactly.
     model = SharkForDiagnosisPrediction.from_pretrained(out)
@@ -300,6 +297,5 @@ def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):
     best_epoch = scores.index(max(scores)) + 1
     assert results["best_epoch"] == best_epoch
     assert len(log) == best_epoch + patience < 12  # stopped early, `patience` epochs after the best
-    assert all(score <= scores[best_epoch - 1] for score in scores[best_epoch:])
     # The saved model is the best epoch's: its validation metrics are that epoch's, exactly.
     assert {k: log[best_epoch - 1][f"validation_{k}"] for k in results["validation"]} == results["validation"]
