@@ -426,6 +426,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", default="test", help="train, validation or test (default: test).")
     p.add_argument("--batch-size", type=_positive, default=256)
+    p.add_argument(
+        "--max-visits", type=_positive, default=None, help="Keep the most recent visits (as in training)."
+    )
     p.add_argument("--out", type=Path, help="Also write the metrics as JSON here.")
 
 
@@ -442,7 +445,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise UserError(
             f"{len(unknown)} codes of {args.cohort} ({args.split}) are not in the tokenizer: {unknown[:10]}"
         )
-    metrics = evaluate_model(_load_weights(args.model), tokenizer, split, batch_size=args.batch_size)
+    model = _load_weights(args.model)
+    metrics = evaluate_model(model, tokenizer, split, batch_size=args.batch_size, max_visits=args.max_visits)
     _emit({"split": args.split, **metrics}, args.out)
 
 

@@ -77,7 +77,7 @@ class ResidualKMeans:
         max_iter: int = 100,
         tol: float = 1e-4,
         n_local_trials: int | None = 16,
-        init_dims: int | None = 64,
+        init_dims: int | None = 128,
         device: str | torch.device | None = None,
         chunk_size: int = 16384,
         show_progress: bool = False,
@@ -304,19 +304,22 @@ def _kmeans_plusplus(
     from the CPU ``generator`` and runs on CPU in float64, so it is the same on every device.
     """
     num_rows = X.shape[0]
-    x_sq, columns = _row_sq_norms(X), X.T.contiguous()
+    x_sq = _row_sq_norms(X)
+    # ||p - x||^2 = [p, ||p||^2, 1] . [-2x, 1, ||x||^2]: one product per step, no broadcast passes.
+    points = torch.cat([X, x_sq[:, None], torch.ones_like(x_sq)[:, None]], dim=1)
+    columns = torch.cat([-2 * X.T, torch.ones_like(x_sq)[None], x_sq[None]])
     chosen = torch.empty(num_centers, dtype=torch.long)
     chosen[0] = int(torch.randint(num_rows, (1,), generator=generator))
-    closest = _sq_dist_from_rows(X, columns, x_sq, chosen[:1])[0]
+    closest = (points[chosen[0].item()] @ columns).clamp_(min=0)
     for k in range(1, num_centers):
         cumulative = torch.cumsum(closest.to(device="cpu", dtype=torch.float64), dim=0)
         draws = torch.rand(n_local_trials, generator=generator, dtype=torch.float64) * cumulative[-1]
         candidates = torch.searchsorted(cumulative, draws, right=True).clamp_(max=num_rows - 1)
-        trial = _sq_dist_from_rows(X, columns, x_sq, candidates)
+        trial = points[candidates.to(X.device)] @ columns  # [trials, N] squared distances
         trial = torch.minimum(trial, closest, out=trial)
         best = int(torch.argmin(trial.sum(dim=1)))
         chosen[k] = candidates[best]
-        closest = trial[best]
+        closest = trial[best].clamp_(min=0)
     return chosen
 
 
@@ -445,18 +448,6 @@ def _subtract_assigned(residual: torch.Tensor, centers: torch.Tensor, labels: to
     """``residual -= centers[labels]`` in place, block by block (no ``[N, D]`` temporary)."""
     for start in range(0, residual.shape[0], _BLOCK_ROWS):
         residual[start : start + _BLOCK_ROWS] -= centers[labels[start : start + _BLOCK_ROWS]]
-
-
-def _sq_dist_from_rows(
-    X: torch.Tensor, columns: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor
-) -> torch.Tensor:
-    """Squared distances ``[len(rows), N]`` from the rows ``X[rows]`` to every row of ``X`` ``[N, d]``.
-
-    ``columns`` is ``X.T`` stored contiguously ``[d, N]`` (faster products when d is small).
-    """
-    rows = rows.to(X.device)
-    out = torch.addmm(x_sq[None, :], X[rows], columns, beta=1, alpha=-2)  # ||x||^2 - 2 p.x
-    return out.add_(x_sq[rows][:, None]).clamp_(min=0)
 
 
 def _row_sq_norms(X: torch.Tensor) -> torch.Tensor:
