@@ -6,7 +6,7 @@ Layout of the repository (what `shark-hf push`, `push_model_and_tokenizer` and
 ```
 README.md                         the SHARK model card (hub_cards/model_card.md), with model-index results
 config.json  model.safetensors    the model (`SharkForDiagnosisPrediction.from_pretrained(repo)`)
-configuration_shark.py            remote code, so `AutoModel.from_pretrained(repo, trust_remote_code=True)`
+configuration_shark.py            remote code, so `AutoModel.from_pretrained` with `trust_remote_code`
 modeling_shark.py                   works where shark_hf is not installed
 metrics.json  training_curves.png aggregate metrics of the training run (no patient rows)
 tokenizer/                        `SharkTokenizer.from_pretrained(repo, subfolder="tokenizer")`

@@ -1,6 +1,6 @@
 """SHARK diagnosis prediction model: semantic-ID code embeddings + RETAIN dual-GRU attention (paper §2.2-2.4).
 
-This file ships as remote code next to saved models (`trust_remote_code=True`): it needs nothing from the
+This file ships as remote code next to saved models (`trust_remote_code`): it needs nothing from the
 `shark_hf` package, only `.configuration_shark` (`push_to_hub` uses `shark_hf.hub` when it is installed).
 
 Shapes used throughout: B patients, V visit slots, C code slots per visit, L semantic-ID levels, D the
