@@ -395,44 +395,55 @@ def _inertia(total_sq: float, centers: torch.Tensor, sums: torch.Tensor, counts:
 def _assign(X: torch.Tensor, x_norms: torch.Tensor, centers: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """Index ``[N]`` (int64) of the nearest center (squared Euclidean) for each row of ``X`` ``[N, D]``.
 
-    ``x_norms`` ``[N]`` are the rows' L2 norms (``_row_norms(X)``).
-
-    Scores ``||c||^2 - 2 x.c`` come from a float32 matrix product on blocks of ``chunk_size`` rows. The
-    product's rounding depends on the block shape, so rows whose best score is within a rounding bound
-    of another are decided again with exact float64 distances over those near candidates. Hence the
-    labels do not depend on ``chunk_size`` or on which other rows are encoded together; ties go to the
-    lowest index.
+    ``x_norms`` ``[N]`` are the rows' L2 norms. Scores ``||c||^2 - 2 x.c`` come from a float32 matrix
+    product on blocks of ``chunk_size`` rows. Its rounding depends on the block's shape, so a row whose
+    runner-up score is within the worst-case rounding difference of its best is decided again in float64
+    among those near centers (``_exact_nearest``). Labels therefore do not depend on ``chunk_size`` or on
+    which rows are encoded together; distances equal up to float64 rounding are ties, and ties go to
+    the lowest index.
     """
     c_sq = _row_sq_norms(centers)
-    c_norm_max = float(c_sq.max().sqrt())
-    # Any two summation orders of a D-term float32 dot product differ by < 2 * D * eps * ||x|| * ||c||.
-    slack_scale = 4.0 * X.shape[1] * torch.finfo(torch.float32).eps * c_norm_max
     labels = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
     for start in range(0, X.shape[0], chunk_size):
-        block = X[start : start + chunk_size]
+        block, norms = X[start : start + chunk_size], x_norms[start : start + chunk_size]
         scores = torch.addmm(c_sq, block, centers.T, beta=1, alpha=-2)
         nearest = scores.argmin(dim=1, keepdim=True)
         labels[start : start + chunk_size] = nearest[:, 0]
-        bound = (
-            scores.gather(1, nearest) + (slack_scale * x_norms[start : start + chunk_size] + 1e-30)[:, None]
-        )
-        runner_up = scores.scatter_(1, nearest, math.inf).amin(
-            dim=1, keepdim=True
-        )  # scores now lack the best
-        ambiguous = (runner_up <= bound).flatten().nonzero().flatten()
-        if ambiguous.numel():
-            near = (scores[ambiguous] <= bound[ambiguous]).scatter_(1, nearest[ambiguous], True)
-            labels[start + ambiguous] = _exact_nearest(block[ambiguous], centers, near)
+        bound = scores.gather(1, nearest) + _rounding_slack(norms, centers)[:, None]
+        scores.scatter_(1, nearest, math.inf)  # leaves each row's runner-up as its minimum
+        ambiguous = (scores.amin(dim=1, keepdim=True) <= bound).flatten().nonzero().flatten()
+        for part in ambiguous.split(_BLOCK_ROWS):
+            near = (scores[part] <= bound[part]).scatter_(1, nearest[part], True)
+            labels[start + part] = _exact_nearest(block[part], norms[part], centers, near)
     return labels
 
 
-def _exact_nearest(rows: torch.Tensor, centers: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Nearest center among ``candidates`` (bool ``[r, K]``) for ``rows`` ``[r, D]``, float64 distances."""
-    row_idx, center_idx = candidates.nonzero(as_tuple=True)
-    diff = rows[row_idx].double() - centers[center_idx].double()
-    dist = torch.full(candidates.shape, math.inf, dtype=torch.float64, device=rows.device)
-    dist[row_idx, center_idx] = (diff * diff).sum(dim=1)
-    return dist.argmin(dim=1)
+def _exact_nearest(
+    rows: torch.Tensor, norms: torch.Tensor, centers: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """Nearest center ``[r]`` among ``candidates`` (bool ``[r, K]``) for ``rows`` ``[r, D]``, in float64.
+
+    Candidates whose float64 score is within float64 rounding of the best tie; the lowest index wins.
+    """
+    centers = centers.double()
+    scores = torch.addmm(_row_sq_norms(centers), rows.double(), centers.T, beta=1, alpha=-2)
+    scores.masked_fill_(~candidates, math.inf)
+    ties = scores <= (scores.amin(dim=1) + _rounding_slack(norms.double(), centers))[:, None]
+    return ties.to(torch.uint8).argmax(dim=1)  # first maximum: the lowest tied index
+
+
+def _rounding_slack(norms: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Per row ``[r]``: how much two evaluations of a row's score gap ``s_j - s_k`` can differ by rounding.
+
+    Scores are ``||c||^2 - 2 x.c`` computed in the dtype of ``norms`` (the rows' ``||x||``). Whatever the
+    summation order, a D-term dot product is within ``D * u * ||x|| * ||c||`` of its exact value
+    (u = eps / 2), so a score is within ``E = D * eps * ||x|| * ||c||`` plus the rounding of its two
+    additions; two evaluations of a gap (two scores each) differ by at most ``4 E``.
+    """
+    eps = torch.finfo(norms.dtype).eps
+    c_max = float(_row_sq_norms(centers).max().sqrt())
+    dim = centers.shape[1]
+    return 4 * (dim * eps * c_max * norms + eps * (c_max**2 + 2 * c_max * norms)) + 1e-30
 
 
 def _sq_dist_to_assigned(X: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
