@@ -5,11 +5,25 @@ levels left, so a vector becomes an L-tuple of codeword ids, coarse to fine. Enc
 nearest codeword of level 1, then the nearest codeword of level 2 to what remains, and so on. Decoding
 sums the chosen codewords.
 
-Each level is fitted by k-means++ seeding with local trials (as scikit-learn's greedy k-means++) followed
-by Lloyd iterations. Squared distances are computed as ``||x||^2 - 2 x.c + ||c||^2`` on row chunks, so
-memory stays ``O(chunk_size * K)`` beyond the data itself (100k x 4096 float32 vectors fit comfortably).
-Empty clusters are re-seeded deterministically. On CPU a given seed gives bit-identical results, and
-only operations allowed by ``torch.use_deterministic_algorithms(True)`` are used.
+Each level is fitted by greedy k-means++ seeding (``n_local_trials`` candidates per center, as in
+scikit-learn, with distances measured in the level's top-``init_dims`` principal subspace so that many
+trials stay cheap), then Lloyd iterations in the full space until the inertia improves by less than
+``tol`` (relative). ``n_init`` restarts keep the lowest inertia. Empty clusters are re-seeded with the
+point farthest from its center (deterministic).
+
+Squared distances are ``||x||^2 - 2 x.c + ||c||^2`` from float32 matrix products on blocks of
+``chunk_size`` rows, so the extra memory is ``O(chunk_size * (K + D))``; nothing ``[N, K, D]`` is
+built (100k x 4096 vectors need about 2.6x the data's memory in all). Rows whose two best distances are
+within the worst-case float32 rounding difference are decided again in float64, so labels do not depend
+on ``chunk_size`` or on which rows are encoded together. On CPU a seed gives bit-identical results, and
+every operation is allowed under ``torch.use_deterministic_algorithms(True)``. Set ``device="cuda"`` to
+fit on a GPU (k-means++ sampling still draws from a CPU generator, so seeds mean the same everywhere).
+
+Settings (measured in ``benchmarks/bench_rkmeans.py`` on 14,567 ICD-9-CM description embeddings,
+L=4, K=128): the defaults (``init_dims=128, n_local_trials=16, max_iter=100, tol=1e-4``) reach a lower
+reconstruction error than a scikit-learn ``KMeans`` loop in about a quarter of its time; the fast setting
+``ResidualKMeans(init_dims=64, n_local_trials=8, max_iter=8)`` reaches a lower error than faiss' greedy
+``ResidualQuantizer`` (plain k-means training) in a comparable time.
 """
 
 from __future__ import annotations
@@ -148,7 +162,7 @@ class ResidualKMeans:
 
     def fit_encode(self, X: torch.Tensor | np.ndarray) -> torch.LongTensor:
         """Fit on ``X`` ``[N, D]`` and return its IDs ``[N, L]`` (equal to ``encode(X)`` afterwards)."""
-        X = self._prepare(X, device=self.device)
+        X = _as_matrix(X, self.device, allow_empty=False)
         num_rows, dim = X.shape
         if self.codebook_size > num_rows:
             raise ValueError(
@@ -186,7 +200,7 @@ class ResidualKMeans:
         ``r_l = r_{l-1} - C_l[id_l]``. A row's IDs do not depend on the other rows encoded with it.
         """
         codebooks = self._fitted_codebooks()
-        X = self._prepare(X, device=codebooks.device)
+        X = _as_matrix(X, codebooks.device, allow_empty=True)
         if X.shape[1] != codebooks.shape[2]:
             raise ValueError(f"X has D={X.shape[1]} columns but the codebooks have D={codebooks.shape[2]}")
         residual = X.clone()
@@ -242,33 +256,31 @@ class ResidualKMeans:
             )
         return self.codebooks
 
-    def _prepare(self, X: torch.Tensor | np.ndarray, device: torch.device | None) -> torch.Tensor:
-        """Validate ``X`` ``[N, D]`` and return it as contiguous float32 on ``device``."""
-        if not isinstance(X, torch.Tensor | np.ndarray):
-            raise TypeError(f"X must be a torch.Tensor or numpy.ndarray [N, D], got {type(X).__name__}")
-        X = torch.as_tensor(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D [N, D], got shape {tuple(X.shape)}")
-        if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"X must have at least one row and one column, got shape {tuple(X.shape)}")
-        if not (X.is_floating_point() or X.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
-            raise ValueError(f"X must be a real-valued array, got dtype {X.dtype}")
-        X = X.to(device=device if device is not None else X.device, dtype=torch.float32).contiguous()
-        bad = (
-            torch.cat(
-                [
-                    (~torch.isfinite(X[i : i + _BLOCK_ROWS])).any(dim=1)
-                    for i in range(0, X.shape[0], _BLOCK_ROWS)
-                ]
-            )
-            .nonzero()
-            .flatten()
+
+def _as_matrix(X: torch.Tensor | np.ndarray, device: torch.device | None, allow_empty: bool) -> torch.Tensor:
+    """Validate ``X`` ``[N, D]`` and return it as contiguous float32 on ``device`` (default: its own)."""
+    if not isinstance(X, torch.Tensor | np.ndarray):
+        raise TypeError(f"X must be a torch.Tensor or numpy.ndarray [N, D], got {type(X).__name__}")
+    X = torch.as_tensor(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D [N, D], got shape {tuple(X.shape)}")
+    if X.shape[1] == 0 or (X.shape[0] == 0 and not allow_empty):
+        raise ValueError(f"X must have at least one row and one column, got shape {tuple(X.shape)}")
+    if X.dtype == torch.bool or X.is_complex():
+        raise ValueError(f"X must be a real-valued array, got dtype {X.dtype}")
+    X = X.to(device=device if device is not None else X.device, dtype=torch.float32).contiguous()
+    bad = [(~torch.isfinite(block)).any(dim=1).nonzero().flatten() + i for i, block in _blocks(X)]
+    bad = torch.cat(bad) if bad else torch.empty(0, dtype=torch.long)
+    if bad.numel():
+        raise ValueError(
+            f"X has NaN or inf values in {bad.numel()} row(s): {_preview(bad)} (0-based row indices)"
         )
-        if bad.numel():
-            raise ValueError(
-                f"X has NaN or inf values in {bad.numel()} row(s): {_preview(bad)} (0-based row indices)"
-            )
-        return X
+    return X
+
+
+def _blocks(X: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """``(start, X[start : start + _BLOCK_ROWS])`` for consecutive blocks of rows."""
+    return [(start, X[start : start + _BLOCK_ROWS]) for start in range(0, X.shape[0], _BLOCK_ROWS)]
 
 
 def _project_principal(
@@ -449,24 +461,23 @@ def _rounding_slack(norms: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
 def _sq_dist_to_assigned(X: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Squared distance ``[N]`` (float64) of each row of ``X`` to its assigned center, block by block."""
     out = torch.empty(X.shape[0], dtype=torch.float64, device=X.device)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        diff = X[start : start + _BLOCK_ROWS].double() - centers[labels[start : start + _BLOCK_ROWS]].double()
-        out[start : start + _BLOCK_ROWS] = (diff * diff).sum(dim=1)
+    for start, block in _blocks(X):
+        diff = block.double() - centers[labels[start : start + len(block)]].double()
+        out[start : start + len(block)] = (diff * diff).sum(dim=1)
     return out
 
 
 def _subtract_assigned(residual: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> None:
     """``residual -= centers[labels]`` in place, block by block (no ``[N, D]`` temporary)."""
-    for start in range(0, residual.shape[0], _BLOCK_ROWS):
-        residual[start : start + _BLOCK_ROWS] -= centers[labels[start : start + _BLOCK_ROWS]]
+    for start, block in _blocks(residual):
+        block -= centers[labels[start : start + len(block)]]
 
 
 def _row_sq_norms(X: torch.Tensor) -> torch.Tensor:
     """Squared L2 norm of each row ``[N]``, block by block (no ``[N, D]`` temporary)."""
     out = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[start : start + _BLOCK_ROWS]
-        out[start : start + _BLOCK_ROWS] = (block * block).sum(dim=1)
+    for start, block in _blocks(X):
+        out[start : start + len(block)] = (block * block).sum(dim=1)
     return out
 
 
@@ -477,11 +488,7 @@ def _row_norms(X: torch.Tensor) -> torch.Tensor:
 
 def _mean_square(X: torch.Tensor) -> float:
     """Mean of ``X**2`` over all elements, accumulated in float64 block by block."""
-    total = 0.0
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[start : start + _BLOCK_ROWS].double()
-        total += float((block * block).sum())
-    return total / X.numel()
+    return sum(float((block.double() ** 2).sum()) for _, block in _blocks(X)) / X.numel()
 
 
 def _preview(rows: torch.Tensor, limit: int = 10) -> str:

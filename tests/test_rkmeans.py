@@ -268,8 +268,11 @@ def test_other_input_errors(fitted):
     rk, _, ids = fitted
     with pytest.raises(ValueError, match=r"X has D=5 columns but the codebooks have D=8"):
         rk.encode(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match=r"at least one row and one column"):
-        rk.encode(torch.zeros(0, 8))
+    assert rk.encode(torch.zeros(0, 8)).shape == (0, 3)  # encoding nothing is fine, fitting on it is not
+    with pytest.raises(ValueError, match=r"at least one row and one column, got shape \(0, 8\)"):
+        ResidualKMeans(num_levels=1, codebook_size=1).fit(torch.zeros(0, 8))
+    with pytest.raises(ValueError, match=r"at least one row and one column, got shape \(4, 0\)"):
+        rk.encode(torch.zeros(4, 0))
     with pytest.raises(TypeError, match=r"torch.Tensor or numpy.ndarray"):
         rk.encode([[0.0] * 8])
     with pytest.raises(ValueError, match=r"real-valued"):
