@@ -169,7 +169,9 @@ def test_lloyd_repairs_an_empty_cluster_by_hand():
     #       first maximum is row 1 -> labels [0, 1, 2, 2], centers [0, 1, 10.5]; the new assignment
     #       equals the labels these centers came from -> converged. Inertia 0.25 + 0.25.
     X = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
-    fit = rkmeans._lloyd(X, torch.tensor([[0.0], [1.0], [100.0]]), max_iter=100, tol=0.0, chunk_size=3)
+    fit = rkmeans._lloyd(
+        X, X[:, 0] ** 2, torch.tensor([[0.0], [1.0], [100.0]]), max_iter=100, tol=0.0, chunk_size=3
+    )
     assert fit.labels.tolist() == [0, 1, 2, 2]
     assert fit.centers.flatten().tolist() == [0.0, 1.0, 10.5]
     assert fit.inertia == pytest.approx(0.5)
@@ -185,13 +187,30 @@ def test_repair_empty_clusters_by_hand():
     assert labels.tolist() == [0, 0, 0, 1, 1]  # inputs untouched
 
 
-def test_duplicate_points_fewer_distinct_than_codebook_size():
+def test_duplicate_points_fewer_distinct_than_codebook_size(monkeypatch):
+    # 3 distinct points, K = 4: one codeword must duplicate a point, so a cluster empties and is repaired.
     X = torch.tensor([[0.0, 0.0]] * 5 + [[1.0, 0.0]] * 5 + [[0.0, 1.0]] * 2)
+    empty_counts = []
+    repair = rkmeans._repair_empty_clusters
+
+    def spy(labels, sq_dist, counts):
+        empty_counts.append(int((counts == 0).sum()))
+        return repair(labels, sq_dist, counts)
+
+    monkeypatch.setattr(rkmeans, "_repair_empty_clusters", spy)
     rk = ResidualKMeans(num_levels=2, codebook_size=4, seed=0)
     ids = rk.fit_encode(X)
+    assert empty_counts and all(count > 0 for count in empty_counts)
     assert torch.isfinite(rk.codebooks).all()
-    assert rk.codebook_usage[0] == 3
-    assert rk.level_errors[0] == 0.0 and rk.level_errors[1] == 0.0
+    level1 = rk.codebooks[0]
+    assert {tuple(row) for row in level1.tolist()} == {(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)}
+    # Each point takes the lowest index among the codewords equal to it (ties go to the lowest index).
+    expected = [min(k for k in range(4) if torch.equal(level1[k], x)) for x in X]
+    assert ids[:, 0].tolist() == expected
+    # Level 2 sees all-zero residuals: every codeword is 0 and every ID the lowest index.
+    assert torch.equal(rk.codebooks[1], torch.zeros(4, 2)) and ids[:, 1].tolist() == [0] * 12
+    assert rk.codebook_usage == [3, 1]
+    assert rk.level_errors == [0.0, 0.0]
     assert torch.equal(rk.decode(ids), X)
     assert torch.equal(rk.encode(X), ids)
 
@@ -214,6 +233,8 @@ def test_numpy_float64_input_and_progress_bar(capsys):
     assert rk.codebooks.dtype == torch.float32
     assert torch.equal(rk.encode(X), rk.encode(torch.from_numpy(X).float()))
     assert "residual k-means" in capsys.readouterr().err
+    grid = np.array([[0, 0], [0, 9], [9, 0], [9, 9]], dtype=np.uint8)  # integer input is cast to float32
+    assert ResidualKMeans(num_levels=1, codebook_size=4).fit(grid).codebook_usage == [4]
 
 
 def test_from_codebooks_round_trip(fitted):
