@@ -14,6 +14,8 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .metrics import HEADLINE_METRICS
+
 # A wheel ships hub_cards/ as package data (`shark_hf/hub_cards/`); a checkout has it beside shark_hf/.
 _INSTALLED_TEMPLATES = Path(__file__).resolve().parent / "hub_cards"
 TEMPLATE_DIR = (
@@ -111,7 +113,6 @@ GATED_FIELDS = {
     "I have signed the data use agreement of the training data": "checkbox",
     "I will use this model for research only and not for clinical decisions": "checkbox",
 }
-HEADLINE_METRICS = ("P@10", "P@20", "Acc@10", "Acc@20")
 
 
 def model_card(

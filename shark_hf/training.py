@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -44,13 +43,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .codes import label_names as code_label_names
-from .configuration_shark import TOKENIZER_KIND_TO_REPRESENTATION, SharkConfig
+from .configuration_shark import SharkConfig
 from .data.collator import VisitCollator
-from .metrics import compute_metrics
+from .metrics import HEADLINE_METRICS, compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_training_curves
 from .privacy import membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
+from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
 REPORT_KS = (5, 10, 15, 20, 25, 30)
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
-_HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 # Options that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
 
@@ -228,7 +227,7 @@ def build_model(
         "are not used)",
         args.init_from,
     )
-    _record_tokenizer(pretrained.config, tokenizer)
+    pretrained.config.record_tokenizer(tokenizer)
     old_labels = [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)]
     if old_labels == list(label_names):
         logger.info("Same %d %s labels: the prediction head is kept", len(old_labels), args.label_space)
@@ -241,14 +240,6 @@ def build_model(
         len(label_names),
     )
     return _with_new_head(pretrained, label_names, args.label_space), True
-
-
-def _record_tokenizer(config: SharkConfig, tokenizer: SharkTokenizer) -> None:
-    """Make `config` name `tokenizer` (after `check_tokenizer` accepted it), as `from_tokenizer` does."""
-    config.tokenizer_kind = tokenizer.kind
-    config.code_representation = TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind]
-    config.tokenizer_fingerprint = tokenizer.fingerprint
-    config.tokenizer_codebook_fingerprint = getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint)
 
 
 def _with_new_head(
@@ -454,7 +445,7 @@ def _start_run(
     """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
+        tokenizer.save_pretrained(Path(args.output_dir) / TOKENIZER_SUBFOLDER)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
         params = sum(p.numel() for p in model.parameters())
         logger.info(
@@ -572,7 +563,8 @@ def _final_results(
         _write_json(output_dir / "metrics.json", results)
         plot_training_curves({output_dir.name: state.history}, output_dir / "training_curves.png")
         logger.info(
-            "Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f", *(results["test"][k] for k in _HEADLINE)
+            "Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f",
+            *(results["test"][k] for k in HEADLINE_METRICS),
         )
     return results
 
@@ -617,10 +609,9 @@ def _restore_outputs(args: TrainingArguments, folder: Path, state: TrainerState)
     output_dir = Path(args.output_dir)
     if (folder / BEST_MODEL).is_dir():
         SharkForDiagnosisPrediction.from_pretrained(folder / BEST_MODEL).save_pretrained(output_dir)
-    lines = "".join(json.dumps(record) + "\n" for record in state.history)
-    tmp = output_dir / "log.jsonl.tmp"
-    tmp.write_text(lines)
-    os.replace(tmp, output_dir / "log.jsonl")
+    atomic_write_text(
+        output_dir / "log.jsonl", "".join(json.dumps(record) + "\n" for record in state.history)
+    )
 
 
 def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
@@ -644,9 +635,7 @@ def _latest_checkpoint(folder: Path) -> Path:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def _available_trackers() -> list[str] | None:
