@@ -11,16 +11,12 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from shark_hf.utils import atomic_write
-
-if TYPE_CHECKING:
-    from shark_hf.embeddings.encoder import ModelRef
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +43,9 @@ def read_text_cache(path: Path) -> tuple[list[bytes], torch.Tensor | None]:
     return [raw[i : i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)], vectors
 
 
-def merge_text_cache(path: Path, keys: list[bytes], vectors: torch.Tensor, ref: ModelRef) -> None:
-    """Add the rows `vectors` `[n, D]` of `keys` to the cache file of `ref`, replacing it atomically."""
+def merge_text_cache(path: Path, keys: list[bytes], vectors: torch.Tensor, metadata: dict[str, str]) -> None:
+    """Add the rows `vectors` `[n, D]` of `keys` to the cache file `path`, replacing it atomically; `metadata`
+    (`ModelRef.cache_metadata`) describes the model in the file's header."""
     old_keys, old_vectors = read_text_cache(path)  # re-read: another run may have added rows meanwhile
     if old_vectors is not None and old_vectors.shape[1] == vectors.shape[1]:
         known = set(old_keys)
@@ -56,8 +53,7 @@ def merge_text_cache(path: Path, keys: list[bytes], vectors: torch.Tensor, ref: 
         keys = old_keys + [keys[i] for i in new]
         vectors = torch.cat([old_vectors, vectors[new]])
     key_tensor = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(-1, KEY_BYTES)
-    metadata = {"format": CACHE_FORMAT, "model_id": ref.model_id, "weights": ref.weights}
-    metadata |= {"backend": ref.backend, "dtype": ref.dtype, "instruction": ref.instruction or ""}
+    metadata = {"format": CACHE_FORMAT, **metadata}
     tensors = {"keys": key_tensor, "vectors": vectors.contiguous()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

@@ -108,7 +108,7 @@ def _cached_text_vectors(
     if missing:
         encoder = encoder or TextEncoder(ref, device)
         fresh = encoder.encode([texts[i] for i in missing], batch_size, show_progress)
-        merge_text_cache(cache_path, [keys[i] for i in missing], fresh, ref)
+        merge_text_cache(cache_path, [keys[i] for i in missing], fresh, ref.cache_metadata)
         row.update({keys[i]: len(cached_keys) + j for j, i in enumerate(missing)})
         cached_vectors = fresh if cached_vectors is None else torch.cat([cached_vectors, fresh])
     return cached_vectors[torch.tensor([row[key] for key in keys])]

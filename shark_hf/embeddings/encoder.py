@@ -53,6 +53,17 @@ class ModelRef:
     weights: str
 
     @property
+    def cache_metadata(self) -> dict[str, str]:
+        """What the text-vector cache file of this model records about it (safetensors metadata)."""
+        return {
+            "model_id": self.model_id,
+            "weights": self.weights,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "instruction": self.instruction or "",
+        }
+
+    @property
     def fingerprint(self) -> str:
         """sha256 hex over everything that changes a text's vector: the cache file's key."""
         fields = [CACHE_FORMAT, self.weights, self.backend, self.dtype, self.instruction or ""]
