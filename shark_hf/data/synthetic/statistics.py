@@ -20,9 +20,6 @@ from shark_hf.data.mimic import LAYOUTS, detect_version, read_mimic
 from shark_hf.data.report import RowIssues
 from shark_hf.data.synthetic.targets import CohortShape
 
-SOURCES = ("mimic3", "mimic4")
-
-
 def cohort_statistics(
     root: str | os.PathLike, source: str | None = None, min_visits: int = 2, top: int = 10
 ) -> dict:
@@ -47,8 +44,8 @@ def cohort_statistics(
     root = Path(root)
     if source is None:
         source = f"mimic{detect_version(root)}"
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}: expected one of {list(SOURCES)}")
+    if source not in ("mimic3", "mimic4"):
+        raise ValueError(f"unknown source {source!r}: expected one of ['mimic3', 'mimic4']")
     version = int(source[-1])
     issues = RowIssues()
     rows = read_mimic(root, issues, version)
