@@ -20,6 +20,7 @@ from shark_hf.data.mimic import LAYOUTS, detect_version, read_mimic
 from shark_hf.data.report import RowIssues
 from shark_hf.data.synthetic.targets import CohortShape
 
+
 def cohort_statistics(
     root: str | os.PathLike, source: str | None = None, min_visits: int = 2, top: int = 10
 ) -> dict:
