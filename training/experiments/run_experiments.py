@@ -219,7 +219,7 @@ def results_markdown(summary: dict, cohort: DatasetDict) -> str:
         "AdamW lr 1e-3, batch 64, early stopping on validation P@10 (patience 5).",
         "",
         "The cohort is synthetic (its disease structure comes from public code-system knowledge, see "
-        "`shark_hf/data/synthetic.py`), so these numbers test the implementation and compare methods on it; "
+        "`shark_hf/data/synthetic/`), so these numbers test the implementation and compare methods on it; "
         "they are not MIMIC results and are not comparable with the paper's tables.",
         "",
         "## Semantic IDs vs random IDs (paper Table 2)",

@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from shark_hf.data.synthetic.simulator import SimulatedCohort, bit_width, simulate
 from shark_hf.data.synthetic.targets import SCALES
+from shark_hf.utils import atomic_write, atomic_write_text
 
 
 def _write_csv(table: pa.Table, path: Path, quoted: bool, compress: bool) -> Path:
@@ -40,26 +41,18 @@ def _write_csv(table: pa.Table, path: Path, quoted: bool, compress: bool) -> Pat
     target, other = (
         (path.with_name(path.name + ".gz"), path) if compress else (path, path.with_name(path.name + ".gz"))
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             if compress:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=6) as gz:
                     gz.write(buffer.getbuffer())
             else:
                 handle.write(buffer.getbuffer())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, write)
     other.unlink(missing_ok=True)
     return target
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _ID_SPACES = {  # (first subject id, span, first admission id, span), as in the real databases
@@ -148,5 +141,6 @@ def write_synthetic_cohort(
         "targets": asdict(shape),
         **{key: round(value, 6) for key, value in cohort.fit.items()},
     }
-    _write_text(out_dir / "synthetic_cohort.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    settings_text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(out_dir / "synthetic_cohort.json", settings_text)
     return out_dir
