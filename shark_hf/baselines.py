@@ -183,7 +183,9 @@ def select_history_settings(
     prior: np.ndarray,
     grid: Sequence[tuple[float, float]] = HISTORY_GRID,
 ) -> tuple[tuple[float, float], dict[str, float]]:
-    """The `(decay, prior_weight)` of `grid` with the best P@10 on `history` / `targets` `[N, C]` (validation).
+    """The `(decay, prior_weight)` of `grid` with the best P@10 of `history` against `targets` `[N, C]`.
+
+    Meant for the validation split (never test).
 
     Returns:
         The chosen setting (the first of the grid among equals) and `{"decay=..,prior_weight=..": P@10}`.
