@@ -94,6 +94,13 @@ class TrainingArguments:
     hidden_size: int = field(default=16, metadata={"help": "GRU hidden size."})
     composition: str = field(default="sum", metadata={"help": "How L codewords form a code: sum or concat."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the patient context vector."})
+    repeat_head: bool = field(
+        default=True,
+        metadata={
+            "help": "Add the label-history (repeat) path to the paper's head (SharkConfig.repeat_head); "
+            "--repeat_head false trains the paper's model exactly."
+        },
+    )
     label_frequency_bias: bool = field(
         default=True,
         metadata={
@@ -181,6 +188,19 @@ def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]
     return {label: label for label in seen}
 
 
+def model_collator(
+    model: SharkForDiagnosisPrediction, tokenizer: SharkTokenizer, max_visits: int | None = None
+) -> VisitCollator:
+    """The `VisitCollator` of `model`'s label space, with `code_labels` when the model has a repeat head."""
+    config = model.config
+    return VisitCollator(
+        tokenizer,
+        [config.id2label[i] for i in range(config.num_labels)],
+        max_visits=max_visits,
+        label_space=config.label_space if config.repeat_head else None,
+    )
+
+
 def make_dataloader(
     split: Dataset, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int, seed: int = 0
 ) -> DataLoader:
@@ -219,6 +239,7 @@ def build_model(
             hidden_size=args.hidden_size,
             composition=args.composition,
             dropout=args.dropout,
+            repeat_head=args.repeat_head,
         )
         return SharkForDiagnosisPrediction(config), True
     pretrained = SharkForDiagnosisPrediction.from_pretrained(args.init_from)
@@ -318,7 +339,7 @@ def predict_scores(
     model.eval()
     all_logits, all_labels = [], []
     for batch in dataloader:
-        logits = model(**{k: batch[k] for k in ("input_ids", "code_mask", "visit_mask")}).logits
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
@@ -348,8 +369,7 @@ def evaluate_model(
 ) -> dict[str, float | int]:
     """Metrics of a trained model on one cohort split, in this process (no launcher needed). With the
     run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split."""
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    collator = VisitCollator(tokenizer, labels, max_visits=max_visits)
+    collator = model_collator(model, tokenizer, max_visits=max_visits)
     accelerator = Accelerator()
     loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
     return evaluate_split(accelerator.prepare(model), loader, accelerator)
@@ -388,7 +408,7 @@ def train(args: TrainingArguments) -> dict:
     model, new_head = build_model(args, tokenizer, label_names)
     if new_head and args.label_frequency_bias:
         init_head_bias(model, label_frequency_bias(cohort["train"], label_names))
-    collator = VisitCollator(tokenizer, label_names, max_visits=args.max_visits)
+    collator = model_collator(model, tokenizer, max_visits=args.max_visits)
     loaders = _make_loaders(args, cohort, collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
