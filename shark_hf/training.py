@@ -59,6 +59,10 @@ BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
 REPORT_KS = (5, 10, 15, 20, 25, 30)
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
+# Parameters with one row per label (the head, and the repeat path's per-label weights): a new label space
+# re-initialises them.
+PER_LABEL_PREFIXES = (HEAD_PREFIX, "history.label_weight")
+SCHEDULES = ("constant", "linear", "cosine")
 _HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 # Options that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
@@ -109,7 +113,18 @@ class TrainingArguments:
             "need not learn the label frequencies. A fine-tuned head that is kept is left as it is."
         },
     )
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (paper: 1e-3)."})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "AdamW peak learning rate (paper: 1e-3, constant)."}
+    )
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata={
+            "help": "Learning-rate schedule after warmup: constant, linear or cosine (to 0 at --num_epochs)."
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Share of the --num_epochs optimizer steps spent warming up linearly."}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     num_epochs: int = field(default=30, metadata={"help": "Maximum number of epochs."})
     batch_size: int = field(default=64, metadata={"help": "Patients per batch and process."})
@@ -142,6 +157,12 @@ class TrainingArguments:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr_scheduler_type not in SCHEDULES:
+            raise ValueError(
+                f"--lr_scheduler_type must be one of {SCHEDULES}, got {self.lr_scheduler_type!r}"
+            )
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
             raise ValueError(f"--checkpoint_steps must be at least 1, got {self.checkpoint_steps}")
 
@@ -275,8 +296,8 @@ def _record_tokenizer(config: SharkConfig, tokenizer: SharkTokenizer) -> None:
 def _with_new_head(
     pretrained: SharkForDiagnosisPrediction, label_names: dict[str, str], label_space: str
 ) -> SharkForDiagnosisPrediction:
-    """A model with `pretrained`'s configuration and weights but a freshly initialised head for
-    `label_names`."""
+    """A model with `pretrained`'s configuration and weights but a freshly initialised head (and per-label
+    repeat weights) for `label_names`."""
     labels = list(label_names)
     config = SharkConfig(
         **{
@@ -288,9 +309,9 @@ def _with_new_head(
         }
     )
     model = SharkForDiagnosisPrediction(config)
-    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(HEAD_PREFIX)}
+    body = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(PER_LABEL_PREFIXES)}
     missing, unexpected = model.load_state_dict(body, strict=False)
-    if unexpected or any(not key.startswith(HEAD_PREFIX) for key in missing):
+    if unexpected or any(not key.startswith(PER_LABEL_PREFIXES) for key in missing):
         raise RuntimeError(
             f"cannot transfer the weights of the pretrained model: missing {missing}, unexpected {unexpected}"
         )
@@ -413,12 +434,13 @@ def train(args: TrainingArguments) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared, strict=True))
+    scheduler = accelerator.prepare(_make_scheduler(args, accelerator, optimizer, len(loaders["train"])))
     _start_run(args, accelerator, cohort, model, tokenizer)
 
     state = _resume(args, accelerator) if args.resume_from_checkpoint else TrainerState()
     start = time.perf_counter()
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
-        train_loss = _train_epoch(args, accelerator, model, optimizer, loaders["train"], state)
+        train_loss = _train_epoch(args, accelerator, model, optimizer, scheduler, loaders["train"], state)
         validation = evaluate_split(model, loaders["validation"], accelerator)
         _end_epoch(args, accelerator, model, state, train_loss, validation)
     train_seconds = time.perf_counter() - start
@@ -444,6 +466,21 @@ def _make_loaders(
         )
         for name, split in splits.items()
     }
+
+
+def _make_scheduler(args: TrainingArguments, accelerator: Accelerator, optimizer, batches_per_epoch: int):
+    """`transformers.get_scheduler` over the `--num_epochs` optimizer steps of `batches_per_epoch` (this
+    process's), times the number of processes: a prepared scheduler steps once per process per step."""
+    from transformers import get_scheduler
+
+    steps = math.ceil(batches_per_epoch / args.gradient_accumulation_steps) * args.num_epochs
+    steps *= accelerator.num_processes
+    return get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=round(args.warmup_ratio * steps),
+        num_training_steps=steps,
+    )
 
 
 def _make_accelerator(args: TrainingArguments) -> Accelerator:
@@ -488,7 +525,13 @@ def _start_run(
 
 
 def _train_epoch(
-    args: TrainingArguments, accelerator: Accelerator, model, optimizer, train_loader, state: TrainerState
+    args: TrainingArguments,
+    accelerator: Accelerator,
+    model,
+    optimizer,
+    scheduler,
+    train_loader,
+    state: TrainerState,
 ) -> float:
     """One pass over the training split, from batch `state.step_in_epoch` on (a resumed epoch).
 
@@ -511,6 +554,7 @@ def _train_epoch(
             loss = model(**batch).loss  # summed over labels, averaged over the batch
             accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad()
         batch_size = len(batch["labels"])
         totals += torch.stack([loss.detach().float() * batch_size, loss.new_tensor(batch_size).float()])
