@@ -99,10 +99,10 @@ class TrainingArguments:
     composition: str = field(default="sum", metadata={"help": "How L codewords form a code: sum or concat."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the patient context vector."})
     repeat_head: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "Add the label-history (repeat) path to the paper's head (SharkConfig.repeat_head); "
-            "--repeat_head false trains the paper's model exactly."
+            "help": "Add the label-history (repeat) path to the paper's head (SharkConfig.repeat_head); the "
+            "best model in training/experiments/RESULTS.md; its batches need `code_labels` (model_collator)."
         },
     )
     label_frequency_bias: bool = field(
