@@ -216,7 +216,10 @@ def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]
 
 
 def model_collator(
-    model: SharkForDiagnosisPrediction, tokenizer: SharkTokenizer, max_visits: int | None = None
+    model: SharkForDiagnosisPrediction,
+    tokenizer: SharkTokenizer,
+    max_visits: int | None = None,
+    unknown: str | None = "error",
 ) -> VisitCollator:
     """The `VisitCollator` of `model`'s label space, with `code_labels` when the model has a repeat head."""
     config = model.config
@@ -224,6 +227,7 @@ def model_collator(
         tokenizer,
         [config.id2label[i] for i in range(config.num_labels)],
         max_visits=max_visits,
+        unknown=unknown,
         label_space=config.label_space if config.repeat_head else None,
     )
 
