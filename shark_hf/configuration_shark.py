@@ -49,6 +49,13 @@ class SharkConfig(PreTrainedConfig):
             Number of codes in the per-code table; required for `"learned"`, unused otherwise.
         dropout (`float`, *optional*, defaults to 0.1):
             Dropout probability applied to the patient context vector before the prediction head.
+        repeat_head (`bool`, *optional*, defaults to `False`):
+            Add the label-history (repeat) path of [`SharkLabelHistory`]: each label is also scored from the
+            patient's own label history (whether it was in the last visit, a learned recency-decayed count,
+            the share of visits and whether it was ever seen), with per-label weights modulated by the
+            context vector, and the score is added to the paper's logits. The model then needs `code_labels`
+            (the label column of each input code, from `VisitCollator(..., label_space=...)`). `False` is the
+            paper's model exactly (and the value of configs saved before this option existed).
         label_space (`str`, *optional*, defaults to `"ccs"`):
             Name of the label space of `id2label` (`"ccs"`, `"ccsr"` or `"code"`).
         label_descriptions (`dict[str, str]`, *optional*):
@@ -85,6 +92,7 @@ class SharkConfig(PreTrainedConfig):
     code_representation: Literal["semantic_id", "random_id", "learned"] = "semantic_id"
     num_codes: int | None = None
     dropout: float | int = 0.1
+    repeat_head: bool = False
     label_space: str | None = "ccs"
     label_descriptions: dict[str, str] | None = None
     tokenizer_fingerprint: str | None = None

@@ -17,6 +17,7 @@ import torch
 from .cards import model_card
 from .codes import ancestors, cohort_codes
 from .data.cohort import build_cohort
+from .data.collator import VisitCollator
 from .data.synthetic import write_synthetic_cohort
 from .embeddings import embed_codes
 from .metrics import HEADLINE_METRICS
@@ -145,7 +146,8 @@ def _plot_attention(model_dir: Path, cohort_dir: Path, path: Path) -> None:
     tokenizer = SharkTokenizer.from_pretrained(model_dir / TOKENIZER_SUBFOLDER)
     model = SharkForDiagnosisPrediction.from_pretrained(model_dir).eval()
     with torch.no_grad():
-        prediction = model.predict(tokenizer([row["visits"]]), top_k=5)[0]
+        batch = VisitCollator.for_model(tokenizer, model.config)([{"visits": row["visits"]}])
+        prediction = model.predict(batch, top_k=5)[0]
     title = f"Patient {row['patient_id']}: attention over {len(row['visits'])} visits"
     plot_visit_attention(prediction["visit_attention"], row["visits"], path, title)
 

@@ -21,6 +21,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_shark import SharkConfig
 
+# Initial shared weights of the repeat path's features (last visit, decayed count, share of visits, ever).
+HISTORY_INIT = (1.0, 1.0, 1.0, 1.0)
 # Codeword tables up to this many rows are looked up with a dense matmul (see `_level_means`).
 _DENSE_TABLE_LIMIT = 2048
 
@@ -60,6 +62,60 @@ class VisitLayout:
     batch_sizes: torch.LongTensor  # [max visits], on CPU as torch.gru requires
 
 
+class SharkLabelHistory(nn.Module):
+    """The repeat path (`config.repeat_head`): scores every label from the patient's own label history.
+
+    For label c of patient b with n real input visits (age a = n - 1 - v of visit v, 0 = the last) and
+    x_{b,v,c} = 1 when a code of visit v has label c, four features
+    f = [x at age 0, sum_v lambda^a x, (1/n) sum_v x, max_v x] (last visit, recency-decayed count with a
+    learned lambda = sigmoid(`decay_logit`), share of visits, ever seen) give the repeat logit
+    `sum_k f_k (w_k + W_{c,k} + (context U)_k)`: weights shared by all labels, per-label corrections and a
+    per-patient modulation by the context vector (the RepeatNet / ReCANet idea: how much a patient's history
+    should repeat depends on the label and on the patient). Labels the patient never had score exactly 0, so
+    the paper's head alone models new (explore) diagnoses.
+    """
+
+    num_features = 4
+
+    def __init__(self, config: SharkConfig) -> None:
+        super().__init__()
+        self.num_labels = config.num_labels
+        self.decay_logit = nn.Parameter(torch.zeros(()))
+        self.feature_weight = nn.Parameter(torch.zeros(self.num_features))
+        self.label_weight = nn.Parameter(torch.zeros(config.num_labels, self.num_features))
+        self.context_weight = nn.Parameter(torch.zeros(config.visit_dim, self.num_features))
+
+    def features(self, code_labels: torch.LongTensor, visit_mask: torch.Tensor) -> torch.FloatTensor:
+        """`[B, num_labels, 4]` history features from code_labels `[B, V, C']` (label column of each code,
+        -1 for none or padding) and the left-aligned visit_mask `[B, V]`."""
+        batch_size, num_visits = visit_mask.shape
+        dummy = self.num_labels  # one extra column for padding and unlabelled codes, dropped below
+        columns = torch.where((code_labels >= 0) & visit_mask.unsqueeze(-1), code_labels, dummy)
+        present = self.decay_logit.new_zeros(batch_size, num_visits, dummy + 1)
+        present = present.scatter_(2, columns, 1.0)[..., :dummy]  # [B, V, num_labels]
+        lengths = visit_mask.sum(1, keepdim=True)  # [B, 1]
+        age = (lengths - 1 - torch.arange(num_visits, device=visit_mask.device)).clamp(min=0)  # [B, V]
+        decayed = torch.sigmoid(self.decay_logit) ** age.to(present.dtype)
+        mask = visit_mask.to(present.dtype)
+        weights = torch.stack(
+            [(age == 0).to(present.dtype) * mask, decayed * mask, mask / lengths.to(present.dtype)], dim=-1
+        )  # [B, V, 3]
+        summed = torch.einsum("bvk,bvc->bck", weights, present)  # [B, num_labels, 3]
+        return torch.cat([summed, present.amax(1).unsqueeze(-1)], dim=-1)
+
+    def forward(
+        self, code_labels: torch.LongTensor, visit_mask: torch.Tensor, context: torch.FloatTensor
+    ) -> torch.FloatTensor:
+        """Repeat logits `[B, num_labels]` (context `[B, D]`)."""
+        features = self.features(code_labels, visit_mask)
+        weight = (
+            self.feature_weight
+            + self.label_weight.unsqueeze(0)
+            + (context @ self.context_weight).unsqueeze(1)
+        )
+        return (features * weight).sum(-1)
+
+
 class SharkPreTrainedModel(PreTrainedModel):
     config_class = SharkConfig
     base_model_prefix = "shark"
@@ -70,8 +126,14 @@ class SharkPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Codeword tables ~ N(0, 1/L) for `sum` (unit-variance code vectors) or N(0, 1) for `concat`; GRUs
         with Xavier-uniform input weights, orthogonal recurrent weights and zero biases; linears
-        Xavier-uniform with zero bias."""
-        if isinstance(module, nn.EmbeddingBag):
+        Xavier-uniform with zero bias; the repeat path starts as `HISTORY_INIT` for every label, lambda = 1/2,
+        and no context modulation (zero `context_weight`)."""
+        if isinstance(module, SharkLabelHistory):
+            init.constant_(module.decay_logit, 0.0)
+            module.feature_weight.copy_(torch.tensor(HISTORY_INIT))
+            init.zeros_(module.label_weight)
+            init.zeros_(module.context_weight)
+        elif isinstance(module, nn.EmbeddingBag):
             levels = self.config.num_levels if self.config.composition == "sum" else 1
             init.normal_(module.weight, mean=0.0, std=1.0 / math.sqrt(levels))
         elif isinstance(module, nn.GRU):
@@ -110,6 +172,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         self.beta_proj = nn.Linear(config.hidden_size, dim)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(dim, config.num_labels)
+        self.history = SharkLabelHistory(config) if config.repeat_head else None
         self.post_init()
 
     def forward(
@@ -118,6 +181,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         code_mask: torch.Tensor,
         visit_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
+        code_labels: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> SharkOutput | tuple[torch.Tensor, ...]:
         r"""
@@ -128,9 +192,15 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
             visit_mask (`torch.BoolTensor` of shape `[B, V]`): True for real visits; each row is a prefix of
                 True values and every patient needs at least one.
             labels (`torch.FloatTensor` of shape `[B, num_labels]`, *optional*): multi-hot next-visit labels.
+            code_labels (`torch.LongTensor` of shape `[B, V, C']`, *optional*): the label column of each code
+                of each input visit (`VisitCollator(..., label_space=...)`), -1 for codes without a label and
+                padding; visits aligned with `visit_mask`, codes in any order. Required with
+                `config.repeat_head`, ignored without it.
             return_dict (`bool`, *optional*): return a [`SharkOutput`] (default) or a tuple.
         """
         code_mask, visit_mask = self._check_inputs(input_ids, code_mask, visit_mask, labels)
+        if self.history is not None:
+            self._check_code_labels(code_labels, visit_mask)
         batch_size, num_visits = visit_mask.shape
         layout = packed_reverse_layout(visit_mask)
         patients, visits = layout.patient_index, layout.visit_index
@@ -147,7 +217,10 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         alpha = torch.softmax(scores.index_put((patients, visits), alpha_scores), dim=1)  # [B, V]
         weighted = alpha[patients, visits].unsqueeze(-1) * beta * vectors  # [N, D]
         context = vectors.new_zeros(batch_size, vectors.shape[-1]).index_add(0, patients, weighted)  # [B, D]
-        logits = self.classifier(self.dropout(context))
+        context = self.dropout(context)
+        logits = self.classifier(context)
+        if self.history is not None:
+            logits = logits + self.history(code_labels, visit_mask, context)
         feature_attention = beta.new_zeros(batch_size, num_visits, beta.shape[-1]).index_put(
             (patients, visits), beta
         )
@@ -278,6 +351,29 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
                 raise ValueError("labels must be multi-hot: every entry 0 or 1")
         return code_mask.bool(), visit_mask
 
+    def _check_code_labels(self, code_labels: torch.Tensor | None, visit_mask: torch.Tensor) -> None:
+        """`code_labels` must be given with the repeat head: int `[B, V, C']`, entries in [-1, num_labels)."""
+        if code_labels is None:
+            raise ValueError(
+                "this model has repeat_head=True and needs code_labels (the label column of each input "
+                "code); "
+                "collate with VisitCollator(tokenizer, label_names, label_space=model.config.label_space)"
+            )
+        if code_labels.dim() != 3 or tuple(code_labels.shape[:2]) != tuple(visit_mask.shape):
+            raise ValueError(
+                f"code_labels must have shape [batch, visits, codes] with [batch, visits] = "
+                f"{tuple(visit_mask.shape)} like visit_mask, got {tuple(code_labels.shape)}"
+            )
+        if code_labels.dtype.is_floating_point or code_labels.dtype == torch.bool:
+            raise ValueError(f"code_labels must be an integer tensor, got {code_labels.dtype}")
+        if code_labels.numel():
+            low, high = torch.aminmax(code_labels)
+            if low < -1 or high >= self.config.num_labels:
+                raise ValueError(
+                    f"code_labels holds {int(low) if low < -1 else int(high)}, outside [-1, num_labels="
+                    f"{self.config.num_labels}); was the batch collated with this model's label space?"
+                )
+
     def _check_id_range(self, ids: torch.Tensor) -> None:
         """Every id of a real visit (padding codes included) must lie in `[0, codebook_size)`."""
         low, high = torch.aminmax(ids)
@@ -295,7 +391,8 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         """Top-k next-visit labels with names and probabilities, and the attention over visits, per patient.
 
         Args:
-            batch: a `SharkTokenizer` / `VisitCollator` output with `input_ids`, `code_mask`, `visit_mask`.
+            batch: a `SharkTokenizer` / `VisitCollator` output with `input_ids`, `code_mask`, `visit_mask`
+                (and `code_labels` for a model with `repeat_head`).
             top_k: number of labels returned per patient (capped at `num_labels`).
 
         Returns:
@@ -308,7 +405,10 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         was_training = self.training
         self.eval()
         try:
-            inputs = {key: batch[key].to(self.device) for key in ("input_ids", "code_mask", "visit_mask")}
+            keys = ("input_ids", "code_mask", "visit_mask") + (
+                ("code_labels",) if "code_labels" in batch else ()
+            )
+            inputs = {key: batch[key].to(self.device) for key in keys}
             output = self(**inputs, return_dict=True)
         finally:
             self.train(was_training)
@@ -389,6 +489,7 @@ SharkForDiagnosisPrediction.register_for_auto_class("AutoModel")
 
 __all__ = [
     "SharkForDiagnosisPrediction",
+    "SharkLabelHistory",
     "SharkOutput",
     "SharkPreTrainedModel",
     "VisitLayout",

@@ -141,3 +141,27 @@ def test_dataloader_over_a_ragged_datasets_dataset(index_tokenizer):
         for key, value in collator(chunk).items():
             assert torch.equal(batch[key], value)
     assert torch.equal(batches[1]["labels"], torch.zeros(1, 3))
+
+
+def test_code_labels_give_the_label_column_of_each_input_code(index_tokenizer):
+    batch = VisitCollator(index_tokenizer, LABELS, label_space="ccs")(ROWS)
+    assert sorted(batch) == ["code_labels", "code_mask", "input_ids", "labels", "visit_mask"]
+    # Columns 98 -> 0, 49 -> 1, 108 -> 2; 4019 and I10 are CCS 98, 25000 is 49, 4280 is 108.
+    expected = torch.tensor([[[0, -1, -1], [1, 2, -1], [0, -1, -1]], [[2, 1, 0], [-1, -1, -1], [-1, -1, -1]]])
+    assert batch["code_labels"].dtype == torch.int64 and torch.equal(batch["code_labels"], expected)
+    # A label outside label_names, or a code without a CCS label, is -1; visits follow max_visits.
+    rows = [{"visits": [["ICD9CM:4019"], ["ICD9CM:4280", "ICD9CM:V1046"], ["ICD9CM:25000"]], "labels": []}]
+    tokenizer = SharkTokenizer.index([*CODES, "ICD9CM:V1046"])
+    batch = VisitCollator(tokenizer, ["49", "108"], max_visits=2, label_space="ccs")(rows)
+    assert torch.equal(batch["code_labels"], torch.tensor([[[1, -1], [0, -1]]]))
+    assert "code_labels" not in VisitCollator(index_tokenizer, LABELS)(ROWS)
+    with pytest.raises(ValueError, match="label_space must be one of"):
+        VisitCollator(index_tokenizer, LABELS, label_space="icd")
+
+
+def test_code_labels_drop_the_visits_the_tokenizer_drops(index_tokenizer):
+    rows = [{"visits": [["ICD9CM:486"], [], ["ICD9CM:4280", "ICD9CM:486"]], "labels": ["98"]}]
+    batch = VisitCollator(index_tokenizer, LABELS, unknown="skip", label_space="ccs")(rows)
+    assert torch.equal(batch["visit_mask"], torch.tensor([[True]]))
+    # The kept visit's unknown code (486, pneumonia: CCS 122, not in label_names) still has a slot.
+    assert torch.equal(batch["code_labels"], torch.tensor([[[2, -1]]]))

@@ -19,7 +19,9 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from shark_hf import cli
 from shark_hf.cards import GATED_FIELDS, GATED_PROMPT, HEADLINE_METRICS, MIMIC_LICENSE_NAME
+from shark_hf.configuration_shark import SharkConfig
 from shark_hf.data.cohort import build_cohort
+from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import CodeEmbeddings
 from shark_hf.hub import HubAuthError, HubPushError, push_model_and_tokenizer
@@ -98,7 +100,9 @@ def workspace(tmp_path_factory):
         "cohort": cohort,
         "model_dir": root / "model",
         "tokenizer": tokenizer,
-        "batch": tokenizer(patients),
+        "batch": VisitCollator.for_model(tokenizer, SharkConfig.from_pretrained(root / "model"))(
+            [{"visits": visits} for visits in patients]
+        ),
         "metrics": json.loads((root / "model" / "metrics.json").read_text()),
     }
 
@@ -106,7 +110,7 @@ def workspace(tmp_path_factory):
 def _logits(model, batch) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return model(**{k: batch[k] for k in ("input_ids", "code_mask", "visit_mask")}).logits
+        return model(**batch).logits
 
 
 def _assert_same_tokenizer(pulled: SharkTokenizer, original: SharkTokenizer, tmp_path: Path) -> None:

@@ -548,3 +548,137 @@ def test_remote_code_files_need_nothing_from_shark_hf():
 def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
     return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+
+# ------------------------------------------------------------------------------------------ repeat head
+
+# Logits of make_model(seed=3) on encode([LONGER, PATIENT, SHORT]), computed before the repeat head existed:
+# repeat_head=False must stay the paper's equations exactly.
+PAPER_LOGITS = {
+    "sum": [
+        [-0.05720211938, 0.04399951175, 0.06712359190, -0.09762167931, 0.01616855711, -0.06962023675],
+        [0.02623612061, -0.02791199274, 0.07082881033, -0.08602575958, -0.03999955580, -0.01306451671],
+        [0.02652996406, -0.04488779604, 0.36516672373, -0.58504438400, -0.10874193906, -0.19209158421],
+    ],
+    "concat": [
+        [0.08299709857, 0.05977585912, 0.00429428555, 0.02828953415, -0.02019367181, -0.08303336054],
+        [0.00992034283, -0.09025828540, -0.25674888491, -0.14591042697, -0.33717501163, 0.10703039170],
+        [-0.07470803708, 0.01802756079, 0.00219016825, 0.19788120688, -0.64182698727, -0.15834616124],
+    ],
+}
+# Label history of LONGER (5 visits), PATIENT (3) and SHORT (1) over 6 labels, -1 = no label / padding.
+CODE_LABELS = [
+    [[0, 0, 0, 0, 0, 0], [1, 3], [1], [-1, 2], [5]],
+    [[2, -1], [3], [2, 2, 4]],
+    [[-1]],
+]
+
+
+def pad_code_labels(patients: list, visits: int = 0, codes: int = 0) -> torch.Tensor:
+    num_visits = max(visits, *(len(p) for p in patients))
+    num_codes = max(codes, *(len(v) for p in patients for v in p))
+    out = torch.full((len(patients), num_visits, num_codes), -1, dtype=torch.long)
+    for b, patient in enumerate(patients):
+        for v, visit in enumerate(patient):
+            out[b, v, : len(visit)] = torch.tensor(visit)
+    return out
+
+
+@pytest.mark.parametrize("composition", ["sum", "concat"])
+def test_repeat_head_off_is_the_paper_model_exactly(composition):
+    model = make_model(seed=3, composition=composition)
+    assert model.history is None and not any("history" in name for name, _ in model.named_parameters())
+    logits = model(**encode([LONGER, PATIENT, SHORT])).logits
+    assert torch.allclose(logits, torch.tensor(PAPER_LOGITS[composition]), atol=1e-7, rtol=0)
+    # code_labels are ignored without the head
+    batch = {**encode([LONGER, PATIENT, SHORT]), "code_labels": pad_code_labels(CODE_LABELS)}
+    assert torch.equal(model(**batch).logits, logits)
+
+
+def test_repeat_head_features_are_hand_computed():
+    model = make_model(repeat_head=True)
+    features = model.history.features(
+        pad_code_labels(CODE_LABELS), encode([LONGER, PATIENT, SHORT])["visit_mask"]
+    )
+    assert features.shape == (3, 6, 4)
+    # PATIENT: label 2 in visits 0 and 2 (ages 2, 0), label 3 in visit 1 (age 1), label 4 in visit 2.
+    # Features: [in last visit, sum of 0.5^age, share of visits, ever]; lambda starts at sigmoid(0) = 0.5.
+    expected = torch.zeros(6, 4)
+    expected[2] = torch.tensor([1.0, 1.25, 2 / 3, 1.0])
+    expected[3] = torch.tensor([0.0, 0.5, 1 / 3, 1.0])
+    expected[4] = torch.tensor([1.0, 1.0, 1 / 3, 1.0])
+    assert torch.allclose(features[1], expected, atol=1e-7, rtol=0)
+    # LONGER: label 0 at age 4 (six codes, counted once), 1 at ages 3 and 2, 3 at 3, 2 at 1, 5 at 0.
+    assert torch.allclose(
+        features[0],
+        torch.tensor(
+            [
+                [0.0, 1 / 16, 0.2, 1.0],
+                [0.0, 1 / 8 + 1 / 4, 0.4, 1.0],
+                [0.0, 0.5, 0.2, 1.0],
+                [0.0, 1 / 8, 0.2, 1.0],
+                [0.0, 0.0, 0.0, 0.0],
+                [1.0, 1.0, 0.2, 1.0],
+            ]
+        ),
+        atol=1e-7,
+        rtol=0,
+    )
+    assert features[2].eq(0).all()  # SHORT's only code has no label
+
+
+def test_repeat_head_adds_its_initial_score_to_the_paper_logits():
+    paper, repeat = make_model(seed=3), make_model(seed=3, repeat_head=True)
+    batch = encode([LONGER, PATIENT, SHORT])
+    history = repeat.history.features(pad_code_labels(CODE_LABELS), batch["visit_mask"])
+    logits = repeat(**batch, code_labels=pad_code_labels(CODE_LABELS)).logits
+    # At initialisation every feature weighs 1 (HISTORY_INIT), per-label and context terms are 0.
+    assert modeling_shark.HISTORY_INIT == (1.0, 1.0, 1.0, 1.0)
+    assert torch.allclose(logits, paper(**batch).logits + history.sum(-1), atol=1e-6, rtol=0)
+    assert repeat.history.label_weight.eq(0).all() and repeat.history.context_weight.eq(0).all()
+
+
+def test_repeat_head_is_padding_invariant():
+    model = make_model(seed=1, repeat_head=True)
+    with torch.no_grad():  # make every term of the head matter
+        model.history.label_weight.normal_()
+        model.history.context_weight.normal_()
+        model.history.decay_logit.fill_(0.3)
+    alone = model(**encode([PATIENT]), code_labels=pad_code_labels([CODE_LABELS[1]])).logits
+    batch = encode([LONGER, PATIENT, SHORT], visits=7, codes=9)
+    batch["code_labels"] = pad_code_labels(CODE_LABELS, visits=7, codes=11)
+    batch["code_labels"][2, 3:, :] = 4  # labels in padded visits are ignored
+    together = model(**batch).logits
+    assert torch.allclose(together[1], alone[0], atol=1e-6, rtol=0)
+
+
+def test_repeat_head_needs_valid_code_labels():
+    model = make_model(repeat_head=True)
+    batch = encode([PATIENT, SHORT])
+    with pytest.raises(ValueError, match=r"repeat_head=True and needs code_labels .*VisitCollator"):
+        model(**batch)
+    with pytest.raises(ValueError, match=r"code_labels must have shape \[batch, visits, codes\] with"):
+        model(**batch, code_labels=torch.zeros(2, 2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="code_labels must be an integer tensor"):
+        model(**batch, code_labels=torch.zeros(2, 3, 1))
+    with pytest.raises(ValueError, match=r"code_labels holds 6, outside \[-1, num_labels=6\)"):
+        model(**batch, code_labels=torch.full((2, 3, 1), 6))
+    with pytest.raises(ValueError, match=r"code_labels holds -2"):
+        model(**batch, code_labels=torch.full((2, 3, 1), -2))
+
+
+def test_repeat_head_round_trips_and_predicts(tmp_path):
+    model = make_model(seed=5, repeat_head=True)
+    with torch.no_grad():
+        model.history.label_weight.normal_()
+    batch = {**encode([LONGER, PATIENT, SHORT]), "code_labels": pad_code_labels(CODE_LABELS)}
+    expected = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["repeat_head"] is True
+    for loader in (SharkForDiagnosisPrediction, AutoModel):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert loaded.config.repeat_head and torch.equal(loaded(**batch).logits, expected)
+    top = model.predict(batch, top_k=3)
+    assert [entry["label"] for entry in top[0]["labels"]] == [
+        model.config.id2label[i] for i in expected[0].topk(3).indices.tolist()
+    ]

@@ -116,6 +116,7 @@ def test_train_end_to_end(ws, reference):
     assert all(0 < r["train_loss"] < 1 and 0 < r["validation_loss"] < 1 for r in log)
     best = log[metrics["best_epoch"] - 1]
     assert best["validation_P@10"] == max(r["validation_P@10"] for r in log)
+    assert metrics["best_epoch_at_cap"] == (metrics["best_epoch"] == 2)
     assert {k: best[f"validation_{k}"] for k in metrics["validation"]} == metrics["validation"]
 
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -293,6 +294,8 @@ def test_fine_tune_with_new_label_space_reinitialises_head(ws, reference, tmp_pa
     for key in pretrained:
         if key.startswith("classifier."):
             assert tuned[key].shape[0] == len(labels)
+        elif key == "history.label_weight":  # the repeat path's per-label weights start again at 0
+            assert torch.equal(tuned[key], torch.zeros(len(labels), 4))
         else:
             assert torch.equal(pretrained[key], tuned[key]), key
     names = dict.fromkeys(labels)
@@ -350,5 +353,6 @@ def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):
     best_epoch = scores.index(max(scores)) + 1
     assert results["best_epoch"] == best_epoch
     assert len(log) == best_epoch + patience < 12  # stopped early, `patience` epochs after the best
+    assert results["best_epoch_at_cap"] is False
     # The saved model is the best epoch's: its validation metrics are that epoch's, exactly.
     assert {k: log[best_epoch - 1][f"validation_{k}"] for k in results["validation"]} == results["validation"]

@@ -128,6 +128,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-visits", type=positive, default=None, help="Keep the most recent visits (as in training)."
     )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="Also score the non-learned baselines (most frequent, last visit, history) on the same split, "
+        "fitted on the cohort's train split with settings chosen on its validation split, and the model's "
+        "lift over the best of them.",
+    )
     p.add_argument("--out", type=Path, help="Also write the metrics as JSON here.")
 
 
@@ -147,7 +154,35 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     model = load_weights(args.model)
     metrics = evaluate_model(model, tokenizer, split, batch_size=args.batch_size, max_visits=args.max_visits)
-    emit({"split": args.split, **metrics}, args.out)
+    report = {"split": args.split, **metrics}
+    if args.baselines:
+        report.update(_baselines_beside(model.config, cohort, args.split, metrics))
+    emit(report, args.out)
+
+
+def _baselines_beside(config, cohort, split: str, metrics: dict) -> dict:
+    """The baselines on `split` (fitted on train, chosen on validation), printed beside the model (stderr),
+    and `{"baselines": {name: metrics}, "best_baseline": name, "lift_over_best_baseline": {k: lift}}`."""
+    from ..baselines import evaluate_baselines, fit_baselines, format_baselines
+    from ..metrics import HEADLINE_METRICS
+
+    missing = [name for name in ("train", "validation") if name not in cohort]
+    if missing:
+        raise UserError(f"--baselines needs the cohort's train and validation splits; it lacks {missing}")
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    fitted = fit_baselines(cohort["train"], cohort["validation"], labels, config.label_space)
+    splits = tuple(dict.fromkeys(("validation", split)))
+    report = evaluate_baselines(fitted, cohort, splits)
+    ks = [k for k in HEADLINE_METRICS if k in metrics]
+    model_row = "  ".join(f"{100 * metrics[k]:6.2f}" for k in ks)
+    lines = [f"{'':<14} " + "  ".join(f"{k:>6}" for k in ks), f"{'model':<14} {model_row}"]
+    print("\n".join(lines + format_baselines(report, split, ks)), file=sys.stderr)
+    best = report["best_baseline"]
+    return {
+        "baselines": {name: result[split] for name, result in report["baselines"].items()},
+        "best_baseline": best,
+        "lift_over_best_baseline": {k: metrics[k] - report["baselines"][best][split][k] for k in ks},
+    }
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -177,8 +212,11 @@ def _predict(args: argparse.Namespace) -> None:
     patients = _read_patients(args.input)
     tokenizer = load_tokenizer(args.model, args.tokenizer)
     chunks = [patients[i : i + args.batch_size] for i in range(0, len(patients), args.batch_size)]
-    batches = [tokenizer([p["visits"] for p in chunk], unknown=args.unknown) for chunk in chunks]
+    from ..data.collator import VisitCollator
+
     model = load_weights(args.model)
+    collator = VisitCollator.for_model(tokenizer, model.config, unknown=args.unknown)
+    batches = [collator([{"visits": p["visits"]} for p in chunk]) for chunk in chunks]
     predictions = [
         {"patient_id": patient["patient_id"], **prediction}
         for chunk, batch in zip(chunks, batches, strict=True)

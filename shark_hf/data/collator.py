@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from shark_hf.codes import LABEL_SPACES, to_label
+
 if TYPE_CHECKING:
     from shark_hf.tokenization_shark import SharkTokenizer
 
@@ -34,19 +36,28 @@ class VisitCollator:
         max_visits: keep only the most recent `max_visits` visits of each patient (None keeps all).
         unknown: the tokenizer's policy for codes it does not know: "error" (KeyError listing them), "skip",
             "embed", or None for the tokenizer's default.
+        label_space: when set ("ccs", "ccsr" or "code", the space of `label_names`), also return
+            `code_labels`, the label history that a model with `repeat_head` reads.
 
     Calling it on B rows returns a dict of tensors:
         - `input_ids` int64 `[B, V, C, L]`, `code_mask` bool `[B, V, C]`, `visit_mask` bool `[B, V]`: from the
           tokenizer, visits left-aligned (visit 0 is the oldest kept), V and C the largest in the batch;
         - `labels` float32 `[B, len(label_names)]`: multi-hot targets, present when the rows have "labels".
-          A label outside `label_names` raises ValueError naming the label and the row.
+          A label outside `label_names` raises ValueError naming the label and the row;
+        - `code_labels` int64 `[B, V, C']` (with `label_space`): the column in `label_names` of the label
+          of each input code (`shark_hf.codes.to_label(code, label_space)`); -1 for a code without a label
+          in the space or outside `label_names`, and for padding. Its visits are those of `visit_mask` (an
+          empty visit, or one whose codes the tokenizer all skips, is dropped as the tokenizer drops it); C'
+          is the largest number of codes of a kept visit, codes in input order (unknown codes included).
     """
 
     tokenizer: SharkTokenizer
     label_names: Sequence[str] | Mapping[str, str]
     max_visits: int | None = None
     unknown: str | None = "error"
+    label_space: str | None = None
     _column: dict[str, int] = field(init=False, repr=False)
+    _code_column: dict[str, int] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = list(self.label_names)
@@ -58,6 +69,26 @@ class VisitCollator:
             raise ValueError(f"label_names repeats labels: {repeated[:10]}")
         if self.max_visits is not None and self.max_visits < 1:
             raise ValueError(f"max_visits must be >= 1 or None, got {self.max_visits}")
+        if self.label_space is not None and self.label_space not in LABEL_SPACES:
+            raise ValueError(f"label_space must be one of {LABEL_SPACES} or None, got {self.label_space!r}")
+
+    @classmethod
+    def for_model(
+        cls,
+        tokenizer: SharkTokenizer,
+        config: Any,
+        max_visits: int | None = None,
+        unknown: str | None = "error",
+    ) -> VisitCollator:
+        """The collator a model with `config` (a `SharkConfig`) reads: its label space in `id2label` order,
+        and `code_labels` when `config.repeat_head` is set."""
+        return cls(
+            tokenizer,
+            [config.id2label[i] for i in range(config.num_labels)],
+            max_visits=max_visits,
+            unknown=unknown,
+            label_space=config.label_space if getattr(config, "repeat_head", False) else None,
+        )
 
     @property
     def num_labels(self) -> int:
@@ -81,6 +112,10 @@ class VisitCollator:
             max_visits=self.max_visits,
         )
         batch = {key: encoding[key] for key in ("input_ids", "code_mask", "visit_mask")}
+        if self.label_space is not None:
+            batch["code_labels"] = self._code_labels(
+                [row["visits"] for row in rows], batch["visit_mask"].shape[1]
+            )
         has_labels = [row.get("labels") is not None for row in rows]
         if any(has_labels):
             if not all(has_labels):
@@ -88,6 +123,36 @@ class VisitCollator:
                 raise ValueError(f"row {_name(rows[missing], missing)} has no 'labels' but other rows do")
             batch["labels"] = self._multi_hot([row["labels"] for row in rows], rows)
         return batch
+
+    def _code_labels(self, patients: list[Sequence[Sequence[str]]], num_visits: int) -> torch.Tensor:
+        """[B, num_visits, C'] int64 label column of each code of the kept visits (-1 padding)."""
+        kept = []
+        for visits in patients:
+            visits = [visit for visit in visits if self._keeps(visit)]
+            kept.append(visits[-self.max_visits :] if self.max_visits is not None else visits)
+        width = max((len(visit) for visits in kept for visit in visits), default=0)
+        out = np.full((len(patients), num_visits, max(width, 1)), -1, dtype=np.int64)
+        for b, visits in enumerate(kept):
+            for v, visit in enumerate(visits):
+                out[b, v, : len(visit)] = [self._label_column(code) for code in visit]
+        return torch.from_numpy(out)
+
+    def _keeps(self, visit: Sequence[str]) -> bool:
+        """Whether the tokenizer keeps this visit: it has a code, and with unknown="skip" a known one."""
+        if self.unknown == "skip":
+            return any(code in self.tokenizer for code in visit)
+        return len(visit) > 0
+
+    def _label_column(self, code: str) -> int:
+        """Column in `label_names` of the label of `code` in `label_space`, -1 when it has none (cached)."""
+        column = self._code_column.get(code)
+        if column is None:
+            try:
+                column = self._column.get(to_label(code, space=self.label_space), -1)
+            except (KeyError, ValueError):
+                column = -1
+            self._code_column[code] = column
+        return column
 
     def _multi_hot(self, labels: list[Sequence[str]], rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """[B, num_labels] float32 with 1.0 at each row's labels."""

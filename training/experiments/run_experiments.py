@@ -1,16 +1,21 @@
-"""The paper's experiments on the built-in MIMIC-III-like cohort.
+"""The paper's Tables 2-3 on the built-in cohort (or a real copy), with heuristics, CIs and paired tests.
 
-    python training/experiments/run_experiments.py --out training/experiments/results
+    python training/experiments/run_experiments.py --out /tmp/exp          # built-in, MIMIC-III scale
+    python training/experiments/run_experiments.py --scale mimic4 --num-patients 20000 --seeds 0 1 2
+    python training/experiments/run_experiments.py --mimic3 /data/mimic-iii-1.4      # a real copy
+    python training/experiments/run_experiments.py --mimic4 /data/mimiciv/2.2   |   --meds /data/meds
 
-- Table 2: SHARK semantic IDs vs random IDs (same L=4, K=128).
-- Table 3 analogue: SHARK vs plain RETAIN (one learned embedding per code) vs two non-learned baselines:
-  the most frequent training labels, and the labels of the patient's last visit.
-- Embedding text strategies for the tokenizer: description / hierarchy / synonyms.
-- Long-tail slices: test samples grouped by how frequent their target labels are in training.
-
-Each learned model is trained with `shark_hf.training.train` for every seed (default 0, 1, 2); the tables
-give mean ± sample standard deviation over seeds. Writes `RESULTS.md`, `results.json` and `p_at_k.png` into
-`--out` (and `--results-md`, by default `training/experiments/RESULTS.md`).
+Rows (every learned model trained with `shark_hf.training.train` defaults, one run per seed):
+- SHARK default: semantic IDs + the repeat head (`repeat_head=True`, the training default);
+- SHARK paper-exact: semantic IDs, the paper's head only (`--repeat_head false`);
+- Random ID (default head) and Random ID (paper-exact): L=4 uniform random ids, K=128 (paper Table 2);
+- RETAIN per-code: one learned vector per code (paper-exact head); codes never seen in the training split get
+  the zero vector (their rows get no gradient and are zeroed after training);
+- three non-learned heuristics: most frequent training labels; the last visit's labels (then frequency);
+  history frequency with recency decay plus a population prior (decay and prior weight chosen on validation).
+Tables give the mean and the 95% t-interval over seeds; paired t-tests over seeds compare SID vs Random
+(both heads) and SHARK default vs the best heuristic (chosen on validation P@10). Long-tail slices exclude
+samples with empty labels (counted) and split the rest into terciles of their labels' training frequency.
 """
 
 from __future__ import annotations
@@ -26,109 +31,161 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from datasets import DatasetDict, load_from_disk
+from scipy import stats
 
-from shark_hf.codes import label_names, to_label
+from shark_hf.codes import to_label
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
-from shark_hf.metrics import HEADLINE_METRICS, compute_metrics
+from shark_hf.metrics import compute_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import REPORT_KS, TrainingArguments, make_dataloader, predict_scores, train
-from shark_hf.utils import TOKENIZER_SUBFOLDER
+from shark_hf.training import (
+    REPORT_KS,
+    TrainingArguments,
+    make_dataloader,
+    predict_scores,
+    resolve_label_names,
+    train,
+)
 
-STRATEGIES = ("description", "hierarchy", "synonyms")
+HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 SLICES = ("rare", "medium", "frequent")
+MODELS = {  # name: (tokenizer kind, repeat head)
+    "SHARK default (SID + repeat head)": ("semantic", True),
+    "SHARK paper-exact (SID)": ("semantic", False),
+    "Random ID (repeat head)": ("random", True),
+    "Random ID (paper-exact)": ("random", False),
+    "RETAIN per-code (learned)": ("index", False),
+}
+DEFAULT, PAPER = "SHARK default (SID + repeat head)", "SHARK paper-exact (SID)"
+DECAYS = (0.3, 0.5, 0.7, 0.9, 1.0)
+PRIOR_WEIGHTS = (0.01, 0.1, 0.3, 1.0, 3.0)
 
 
 def main(argv: list[str] | None = None) -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("training/experiments/results"))
-    parser.add_argument("--results-md", type=Path, default=Path("training/experiments/RESULTS.md"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--results-md", type=Path, default=None, help="Also write the markdown here.")
+    parser.add_argument(
+        "--scale", choices=("mimic3", "mimic4"), default="mimic3", help="Built-in cohort scale."
+    )
+    parser.add_argument("--num-patients", type=int, default=None, help="Subsample the built-in cohort.")
+    parser.add_argument("--mimic3", type=Path, help="A real MIMIC-III copy (ADMISSIONS + DIAGNOSES_ICD).")
+    parser.add_argument("--mimic4", type=Path, help="A real MIMIC-IV copy (hosp/).")
+    parser.add_argument("--meds", type=Path, help="A MEDS dataset.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--num-patients", type=int, default=None, help="Smaller cohort for a quick check.")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="Subset of the model rows.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    cohort_dir = prepare_cohort(args.out, args.num_patients)
+    cohort_dir, source = prepare_cohort(args)
     cohort = load_from_disk(str(cohort_dir))
-    labels = list(label_names("ccs"))
-    tokenizers = fit_tokenizers(args.out, cohort, args.seeds)
+    labels = list(resolve_label_names(cohort, "ccs"))
+    codes = sorted({c for split in cohort.values() for visits in split["visits"] for v in visits for c in v})
+    embeddings = embed_codes(codes, text="description")
     runs: dict[str, list[dict]] = {}
-    for name, seed, tokenizer_dir in tokenizers:
-        run_dir = args.out / "runs" / f"{slug(name)}_seed{seed}"
-        print(f"training {name} (seed {seed}) ...", flush=True)
-        t0 = time.perf_counter()
-        result = train(
-            TrainingArguments(
-                output_dir=str(run_dir),
-                cohort=str(cohort_dir),
-                tokenizer=str(tokenizer_dir),
-                seed=seed,
-                num_epochs=args.epochs,
+    for seed in args.seeds:
+        for name in args.models:
+            kind, repeat = MODELS[name]
+            tokenizer = make_tokenizer(kind, codes, embeddings, seed)
+            tokenizer_dir = args.out / "tokenizers" / f"{kind}_seed{seed}"
+            if not tokenizer_dir.is_dir():
+                tokenizer.save_pretrained(tokenizer_dir)
+            run_dir = args.out / "runs" / f"{slug(name)}_seed{seed}"
+            print(f"training {name} (seed {seed}) ...", flush=True)
+            t0 = time.perf_counter()
+            result = train(
+                TrainingArguments(
+                    output_dir=str(run_dir),
+                    cohort=str(cohort_dir),
+                    tokenizer=str(tokenizer_dir),
+                    seed=seed,
+                    num_epochs=args.epochs,
+                    repeat_head=repeat,
+                )
             )
-        )
-        scores, targets = test_scores(run_dir, cohort)
-        result["slices"] = long_tail_slices(scores, targets, cohort, labels)
-        result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        runs.setdefault(name, []).append(result)
-    baselines = baseline_results(cohort, labels)
+            if kind == "index":
+                zero_unseen_codes(run_dir, cohort)
+            scores, targets = test_scores(run_dir, cohort)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                torch.from_numpy(scores), torch.from_numpy(targets)
+            )
+            result["test"] = {"loss": loss.item(), **compute_metrics(scores, targets, ks=REPORT_KS)}
+            result["slices"] = long_tail_slices(scores, targets, cohort, labels)
+            result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+            runs.setdefault(name, []).append(result)
+    heuristics = heuristic_results(cohort, labels)
     summary = {
+        "source": source,
+        "cohort": {name: len(split) for name, split in cohort.items()},
         "runs": {name: [strip(r) for r in results] for name, results in runs.items()},
-        "baselines": baselines,
+        "heuristics": heuristics,
         "total_seconds": round(time.perf_counter() - start, 1),
         "command": "python training/experiments/run_experiments.py " + " ".join(argv or []),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_p_at_k(runs, baselines, args.out / "p_at_k.png")
-    markdown = results_markdown(summary, cohort)
+    markdown = results_markdown(summary)
     (args.out / "RESULTS.md").write_text(markdown)
-    args.results_md.write_text(markdown)
+    if args.results_md:
+        args.results_md.write_text(markdown)
     print(markdown)
 
 
-def prepare_cohort(out: Path, num_patients: int | None) -> Path:
-    """The built-in MIMIC-III-like cohort (seed 0), built with the mimic3 builder and saved to disk."""
-    cohort_dir = out / "cohort"
+def prepare_cohort(args: argparse.Namespace) -> tuple[Path, str]:
+    """The cohort folder: a real copy when given (--mimic3 / --mimic4 / --meds), else the built-in one."""
+    cohort_dir = args.out / "cohort"
+    real = [(name, getattr(args, name)) for name in ("mimic3", "mimic4", "meds") if getattr(args, name)]
+    if len(real) > 1:
+        raise SystemExit("give at most one of --mimic3, --mimic4, --meds")
+    if real:
+        source = f"{real[0][0]} at {real[0][1]}"
+    else:
+        source = f"built-in synthetic {args.scale} cohort (seed 0, {args.num_patients or 'all'} patients)"
     if not (cohort_dir / "dataset_dict.json").is_file():
-        raw = write_synthetic_cohort(out / "raw_mimic3", scale="mimic3", seed=0, num_patients=num_patients)
-        build_cohort("mimic3", root=raw, seed=0).save_to_disk(str(cohort_dir))
-    return cohort_dir
+        if real:
+            cohort = build_cohort(real[0][0], root=real[0][1], seed=0)
+        else:
+            raw = write_synthetic_cohort(
+                args.out / "raw", scale=args.scale, seed=0, num_patients=args.num_patients
+            )
+            cohort = build_cohort(args.scale, root=raw, seed=0)
+        cohort.save_to_disk(str(cohort_dir))
+    return cohort_dir, source
 
 
-def fit_tokenizers(out: Path, cohort: DatasetDict, seeds: list[int]) -> list[tuple[str, int, Path]]:
-    """(run name, seed, tokenizer folder) for every model to train."""
-    codes = sorted({c for split in cohort.values() for visits in split["visits"] for v in visits for c in v})
-    embeddings = {strategy: embed_codes(codes, text=strategy) for strategy in STRATEGIES}
-    plans = []
-    for seed in seeds:
-        tokenizers = {
-            "SHARK SID": SharkTokenizer.fit(embeddings["description"], 4, 128, seed=seed),
-            "Random ID": SharkTokenizer.random_ids(codes, 4, 128, seed=seed),
-            "RETAIN (learned)": SharkTokenizer.index(codes),
-            "SHARK SID, hierarchy text": SharkTokenizer.fit(embeddings["hierarchy"], 4, 128, seed=seed),
-            "SHARK SID, synonyms text": SharkTokenizer.fit(embeddings["synonyms"], 4, 128, seed=seed),
-        }
-        for name, tokenizer in tokenizers.items():
-            folder = out / "tokenizers" / f"{slug(name)}_seed{seed}"
-            tokenizer.save_pretrained(folder)
-            plans.append((name, seed, folder))
-    return plans
+def make_tokenizer(kind: str, codes: list[str], embeddings, seed: int) -> SharkTokenizer:
+    if kind == "semantic":
+        return SharkTokenizer.fit(embeddings, 4, 128, seed=seed)
+    if kind == "random":
+        return SharkTokenizer.random_ids(codes, 4, 128, seed=seed)
+    return SharkTokenizer.index(codes)
+
+
+def zero_unseen_codes(run_dir: Path, cohort: DatasetDict) -> None:
+    """Give the codes that never occur in the training split the zero vector in a per-code model."""
+    model = SharkForDiagnosisPrediction.from_pretrained(run_dir)
+    tokenizer = SharkTokenizer.from_pretrained(run_dir / "tokenizer")
+    seen = {c for visits in cohort["train"]["visits"] for v in visits for c in v}
+    unseen = [tokenizer.encode(code)[0] for code in tokenizer.codes if code not in seen]
+    with torch.no_grad():
+        model.code_embeddings.weight[unseen] = 0.0
+    model.save_pretrained(run_dir)
 
 
 def test_scores(run_dir: Path, cohort: DatasetDict) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid scores `[N, C]` and multi-hot targets `[N, C]` of the run's best model on the test split."""
+    """Logits `[N, C]` and multi-hot targets `[N, C]` of the run's saved model on the test split."""
     model = SharkForDiagnosisPrediction.from_pretrained(run_dir).eval()
-    tokenizer = SharkTokenizer.from_pretrained(run_dir / TOKENIZER_SUBFOLDER)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    loader = make_dataloader(cohort["test"], VisitCollator(tokenizer, labels), 512, False, 0)
+    tokenizer = SharkTokenizer.from_pretrained(run_dir / "tokenizer")
+    loader = make_dataloader(cohort["test"], VisitCollator.for_model(tokenizer, model.config), 512, False, 0)
     logits, targets, _ = predict_scores(model, loader, Accelerator())
-    return torch.sigmoid(logits).numpy(), targets.numpy()
+    return logits.numpy(), targets.numpy()
 
 
 def multi_hot(label_lists: list[list[str]], labels: list[str]) -> np.ndarray:
@@ -139,142 +196,162 @@ def multi_hot(label_lists: list[list[str]], labels: list[str]) -> np.ndarray:
     return matrix
 
 
-def train_frequencies(cohort: DatasetDict, labels: list[str]) -> np.ndarray:
-    """`[C]` number of training samples whose target contains each label."""
-    return multi_hot(cohort["train"]["labels"], labels).sum(axis=0)
+def history(visits_column: list, labels: list[str], decay: float) -> np.ndarray:
+    """`[N, C]` sum over input visits of decay^age for each label present (age 0 = last visit);
+    decay 0 gives the last visit's labels."""
+    column = {label: i for i, label in enumerate(labels)}
+    out = np.zeros((len(visits_column), len(labels)), dtype=np.float32)
+    for row, visits in enumerate(visits_column):
+        for age, visit in enumerate(reversed(visits)):
+            present = {column.get(_label(code), -1) for code in visit} - {-1}
+            out[row, list(present)] += decay**age if age else 1.0
+    return out
 
 
-def baseline_results(cohort: DatasetDict, labels: list[str]) -> dict[str, dict]:
-    """Test metrics of the most-frequent-labels and last-visit-labels baselines (no seed dependence)."""
-    targets = multi_hot(cohort["test"]["labels"], labels)
-    frequency = train_frequencies(cohort, labels)
-    prior = frequency / frequency.max()
-    most_frequent = np.broadcast_to(prior, targets.shape)
-    last_visit = multi_hot(
-        [sorted({to_label(code) for code in visits[-1]}) for visits in cohort["test"]["visits"]], labels
-    )
-    # Labels of the last visit first, the rest by training frequency (ties inside each group alike).
-    last_visit_scores = last_visit + 0.5 * prior
-    return {
-        name: {
-            "test": compute_metrics(scores, targets, ks=REPORT_KS),
-            "slices": long_tail_slices(scores, targets, cohort, labels),
-        }
-        for name, scores in (
-            ("Most frequent labels", most_frequent),
-            ("Last visit's labels", last_visit_scores),
+def _label(code: str) -> str | None:
+    try:
+        return to_label(code)
+    except (KeyError, ValueError):
+        return None
+
+
+def heuristic_results(cohort: DatasetDict, labels: list[str]) -> dict[str, dict]:
+    """Test metrics of the three heuristics; the history heuristic's settings are chosen on validation."""
+    prior = multi_hot(cohort["train"]["labels"], labels).mean(0)
+    prior = prior / prior.max()
+    targets = {s: multi_hot(cohort[s]["labels"], labels) for s in ("validation", "test")}
+    best, best_p10 = None, -1.0
+    for decay in DECAYS:
+        scores = history(cohort["validation"]["visits"], labels, decay)
+        for weight in PRIOR_WEIGHTS:
+            p10 = compute_metrics(scores + weight * prior, targets["validation"], ks=(10,))["P@10"]
+            if p10 > best_p10:
+                best, best_p10 = (decay, weight), p10
+    test = {
+        "Most frequent labels": np.broadcast_to(prior, targets["test"].shape),
+        "Last visit's labels": history(cohort["test"]["visits"], labels, 0.0) + 0.5 * prior,
+        f"History frequency (decay {best[0]}, prior x{best[1]})": history(
+            cohort["test"]["visits"], labels, best[0]
         )
+        + best[1] * prior,
     }
-
-
-def long_tail_slices(
-    scores: np.ndarray, targets: np.ndarray, cohort: DatasetDict, labels: list[str]
-) -> dict[str, dict]:
-    """P@10 and Acc@10 on test samples grouped into terciles by the median training frequency of their labels.
-
-    "rare" holds the third of test samples whose target labels are least frequent in training.
-    """
-    frequency = train_frequencies(cohort, labels)
-    median_frequency = np.array([np.median(frequency[row.astype(bool)]) for row in targets])
-    cuts = np.quantile(median_frequency, [1 / 3, 2 / 3])
-    group = np.digitize(median_frequency, cuts, right=True)
+    validation = {
+        "Most frequent labels": np.broadcast_to(prior, targets["validation"].shape),
+        "Last visit's labels": history(cohort["validation"]["visits"], labels, 0.0) + 0.5 * prior,
+    }
     out = {}
+    for name, scores in test.items():
+        val_p10 = (
+            best_p10
+            if name not in validation
+            else compute_metrics(validation[name], targets["validation"], ks=(10,))["P@10"]
+        )
+        out[name] = {
+            "test": compute_metrics(scores, targets["test"], ks=REPORT_KS),
+            "validation_P@10": val_p10,
+            "slices": long_tail_slices(scores, targets["test"], cohort, labels),
+        }
+    return out
+
+
+def long_tail_slices(scores: np.ndarray, targets: np.ndarray, cohort: DatasetDict, labels: list[str]) -> dict:
+    """P@10 / Acc@10 on terciles of test samples by the median training frequency of their labels; samples
+    with empty labels are excluded (counted under "empty")."""
+    frequency = multi_hot(cohort["train"]["labels"], labels).sum(axis=0)
+    nonempty = targets.sum(1) > 0
+    median = np.array([np.median(frequency[row.astype(bool)]) for row in targets[nonempty]])
+    group = np.digitize(median, np.quantile(median, [1 / 3, 2 / 3]), right=True)
+    out = {"empty": {"num_samples": int((~nonempty).sum())}}
     for index, name in enumerate(SLICES):
-        rows = group == index
+        rows = np.flatnonzero(nonempty)[group == index]
         metrics = compute_metrics(scores[rows], targets[rows], ks=(10, 20))
-        out[name] = {k: metrics[k] for k in ("P@10", "Acc@10", "P@20", "Acc@20", "num_samples")}
+        out[name] = {k: metrics[k] for k in ("P@10", "Acc@10", "num_samples")}
     return out
 
 
 def strip(result: dict) -> dict:
-    keys = ("best_epoch", "train_seconds", "wall_seconds", "test", "privacy", "slices")
-    return {k: result[k] for k in keys}
+    keys = ("best_epoch", "best_epoch_at_cap", "epochs", "train_seconds", "wall_seconds", "test", "slices")
+    out = {k: result[k] for k in keys}
+    out["validation"] = {k: result["validation"][k] for k in ("P@10", "loss")}
+    out["test_loss"] = result["test"].get("loss")
+    return out
 
 
-def mean_std(values: list[float]) -> str:
-    values = 100 * np.asarray(values, dtype=np.float64)
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.2f} ± {std:.2f}"
+def ci(values) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (0 for one value)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), 0.0
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
 
 
-def table(rows: dict[str, list[dict]], keys=HEADLINE_METRICS, where=lambda r: r["test"]) -> list[str]:
-    lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for name, results in rows.items():
-        cells = [mean_std([where(r)[k] for r in results]) for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+def fmt(values, scale: float = 100.0) -> str:
+    mean, half = ci(np.asarray(values) * scale)
+    return f"{mean:.2f} ± {half:.2f}"
 
 
-def results_markdown(summary: dict, cohort: DatasetDict) -> str:
-    runs = summary["runs"]
+def paired(a: list[float], b: list[float]) -> str:
+    """Mean difference a - b (points), its 95% t-interval and the paired t-test p-value."""
+    diff = 100 * (np.asarray(a) - np.asarray(b))
+    mean, half = ci(diff)
+    p = stats.ttest_1samp(diff, 0.0).pvalue if len(diff) > 1 else float("nan")
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], p = {p:.2g}"
+
+
+def results_markdown(summary: dict) -> str:
+    runs, heuristics = summary["runs"], summary["heuristics"]
     seeds = len(next(iter(runs.values())))
-    baselines = {name: [result] for name, result in summary["baselines"].items()}
-    sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
+    best_heuristic = max(heuristics, key=lambda n: heuristics[n]["validation_P@10"])
+    rows = {name: [r["test"] for r in results] for name, results in runs.items()}
+    rows |= {name: [h["test"]] for name, h in heuristics.items()}
     lines = [
-        "# Experiments on the built-in MIMIC-III-like cohort",
+        f"Source: {summary['source']}; samples {summary['cohort']}. Command: `{summary['command'].strip()}` "
+        f"({summary['total_seconds']:.0f} s on {summary['machine']}). Metrics in %, mean ± half-width of the "
+        f"95% t-interval over {seeds} seeds (heuristics are deterministic).",
         "",
-        f"Command: `{summary['command'].strip()}` ({summary['total_seconds']:.0f} s in total on "
-        f"{summary['machine']}). Cohort: {sizes} patients. Metrics in %, mean ± sample std over "
-        f"{seeds} seeds (baselines are deterministic). Every model: L=4, K=128, d=16, hidden 16, "
-        "AdamW lr 1e-3, batch 64, early stopping on validation P@10 (patience 5).",
-        "",
-        "The cohort is synthetic (its disease structure comes from public code-system knowledge, see "
-        "`shark_hf/data/synthetic/`), so these numbers test the implementation and compare methods on it; "
-        "they are not MIMIC results and are not comparable with the paper's tables.",
-        "",
-        "## Semantic IDs vs random IDs (paper Table 2)",
-        "",
-        *table({k: runs[k] for k in ("SHARK SID", "Random ID")}),
-        "",
-        "## SHARK vs RETAIN and simple baselines (paper Table 3 analogue)",
-        "",
-        *table({k: runs[k] for k in ("SHARK SID", "RETAIN (learned)")} | baselines),
-        "",
-        "## Embedding text for the tokenizer",
-        "",
-        *table(
-            {
-                "description": runs["SHARK SID"],
-                "hierarchy (KEPT-style)": runs["SHARK SID, hierarchy text"],
-                "synonyms (MSMN-style)": runs["SHARK SID, synonyms text"],
-            }
-        ),
-        "",
-        "## Long-tail slices (test samples by training frequency of their target labels, terciles)",
-        "",
+        "| model | " + " | ".join(HEADLINE) + " | test loss | best epoch | epochs |",
+        "|---|" + "---|" * (len(HEADLINE) + 3),
     ]
-    everything = runs | baselines
-    for slice_name in SLICES:
-        lines += [f"### {slice_name}", ""]
-        lines += table(everything, keys=("P@10", "Acc@10"), where=lambda r, s=slice_name: r["slices"][s])
-        lines.append("")
-    lines += ["## Wall time per training run (s)", ""]
-    lines += ["| model | seconds (mean) | best epoch (mean) |", "|---|---|---|"]
-    for name, results in runs.items():
-        wall = np.mean([r["wall_seconds"] for r in results])
-        lines.append(f"| {name} | {wall:.1f} | {np.mean([r['best_epoch'] for r in results]):.1f} |")
-    lines += ["", "![P@k](results/p_at_k.png)", ""]
-    return "\n".join(lines)
-
-
-def plot_p_at_k(runs: dict[str, list[dict]], baselines: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, results in runs.items():
-        values = np.array([[r["test"][f"P@{k}"] for k in REPORT_KS] for r in results]) * 100
-        ax.errorbar(REPORT_KS, values.mean(0), yerr=values.std(0), marker="o", capsize=3, label=name)
-    for name, result in baselines.items():
-        values = [100 * result["test"][f"P@{k}"] for k in REPORT_KS]
-        ax.plot(REPORT_KS, values, ls="--", marker=".", label=name)
-    ax.set(xlabel="k", ylabel="P@k (%)", title="Test P@k on the built-in MIMIC-III-like cohort")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    for name, results in rows.items():
+        cells = [fmt([r[k] for r in results]) for k in HEADLINE]
+        run = runs.get(name)
+        extra = (
+            [
+                f"{np.mean([r['test_loss'] for r in run]):.4f}",
+                f"{np.mean([r['best_epoch'] for r in run]):.1f}",
+                f"{np.mean([r['epochs'] for r in run]):.1f}",
+            ]
+            if run
+            else ["", "", ""]
+        )
+        lines.append(f"| {name} | " + " | ".join(cells + extra) + " |")
+    lines += ["", "Paired comparisons on test P@10 (seed-paired; difference in points, 95% CI, t-test):", ""]
+    p10 = {name: [r["test"]["P@10"] for r in results] for name, results in runs.items()}
+    pairs = [
+        ("SID vs Random ID (repeat head)", DEFAULT, "Random ID (repeat head)"),
+        ("SID vs Random ID (paper-exact)", PAPER, "Random ID (paper-exact)"),
+        ("SHARK default vs SHARK paper-exact", DEFAULT, PAPER),
+    ]
+    for title, a, b in pairs:
+        if a in p10 and b in p10:
+            lines.append(f"- {title}: {paired(p10[a], p10[b])}")
+    if DEFAULT in p10:
+        h = heuristics[best_heuristic]["test"]["P@10"]
+        lines.append(
+            f"- SHARK default vs the best heuristic on validation ({best_heuristic}): "
+            f"{paired(p10[DEFAULT], [h] * len(p10[DEFAULT]))}"
+        )
+    at_cap = sum(r["best_epoch_at_cap"] for results in runs.values() for r in results)
+    lines += ["", f"Runs whose best epoch is the cap: {at_cap} of {sum(map(len, runs.values()))}.", ""]
+    empty = next(iter(runs.values()))[0]["slices"]["empty"]["num_samples"]
+    lines += [f"Long-tail slices, test P@10 (terciles; {empty} test samples with empty labels excluded):", ""]
+    lines += ["| model | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
+    for name, results in (runs | {n: [h] for n, h in heuristics.items()}).items():
+        lines.append(
+            f"| {name} | " + " | ".join(fmt([r["slices"][s]["P@10"] for r in results]) for s in SLICES) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def slug(name: str) -> str:
