@@ -333,14 +333,15 @@ def test_nan_weights_are_refused_when_loaded_and_by_predict(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"^the model scores patients at batch index \[0, 1\] as NaN: its parameters "
-        r"\['classifier.weight'\] hold NaN/inf; reload the weights \(the file may be damaged\) or train again$",
+        r"\['classifier.weight'\] hold NaN/inf; reload the weights \(the file may be damaged\) or "
+        "train again$",
     ):
         model.predict(batch)
     model.save_pretrained(tmp_path)
     with pytest.raises(
         ValueError,
-        match=rf"^{re.escape(str(tmp_path))}: the weights \['classifier.weight'\] hold NaN/inf values: the weights file is "
-        "damaged or the training diverged; download the model again or retrain it$",
+        match=rf"^{re.escape(str(tmp_path))}: the weights \['classifier.weight'\] hold NaN/inf values: "
+        "the weights file is damaged or the training diverged; download the model again or retrain it$",
     ):
         SharkForDiagnosisPrediction.from_pretrained(tmp_path)
 
