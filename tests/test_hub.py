@@ -335,6 +335,115 @@ def test_pushed_repository_holds_no_patient_or_visit_id_and_no_pickle(local_hub,
     assert f"reaches an AUC of\n**{auc:.3f}**" in readme
 
 
+def test_pushed_files_hold_no_local_path(local_hub, workspace, tmp_path):
+    root = str(workspace["root"])
+    local = workspace["metrics"]["args"]
+    # The local metrics.json keeps the run's folders (useful on the machine that trained)...
+    assert (local["cohort"], local["output_dir"]) == (f"{root}/cohort", f"{root}/model")
+    push_model_and_tokenizer(workspace["model_dir"], "org/no-paths")
+    files = _repo_files(local_hub, "org/no-paths")
+    # ...what is pushed names them only by their last component.
+    for name, content in files.items():
+        assert root.encode() not in content, f"{name} holds the local path {root}"
+        assert str(Path(root).parent).encode() not in content, f"{name} holds a local path"
+    published = json.loads(files["metrics.json"])
+    assert {key: published["args"][key] for key in ("cohort", "output_dir", "tokenizer")} == {
+        "cohort": "cohort",
+        "output_dir": "model",
+        "tokenizer": "tokenizer",
+    }
+    assert {k: v for k, v in published.items() if k != "args"} == {
+        k: v for k, v in workspace["metrics"].items() if k != "args"
+    }
+
+
+def _copy_model(workspace, tmp_path) -> Path:
+    return Path(
+        shutil.copytree(
+            workspace["model_dir"], tmp_path / "model", ignore=shutil.ignore_patterns("checkpoints")
+        )
+    )
+
+
+def test_push_refuses_a_symlink_and_sends_nothing(local_hub, workspace, tmp_path):
+    model_dir = _copy_model(workspace, tmp_path)
+    (model_dir / "training_curves.png").unlink()
+    (model_dir / "training_curves.png").symlink_to(workspace["raw"] / "ADMISSIONS.csv")
+    with pytest.raises(ValueError) as error:
+        push_model_and_tokenizer(model_dir, "org/symlink")
+    assert str(error.value) == (
+        f"{model_dir}/training_curves.png is a symbolic link: refusing to publish it (a push sends only the "
+        "folder's own files); replace it with the file itself or remove it"
+    )
+    assert local_hub.hub.repos == {}
+
+    # A tokenizer/ folder that is a link to another folder is refused as well.
+    (model_dir / "training_curves.png").unlink()
+    shutil.move(model_dir / "tokenizer", tmp_path / "elsewhere")
+    (model_dir / "tokenizer").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(model_dir))}/tokenizer is a symbolic link: "):
+        push_model_and_tokenizer(model_dir, "org/symlink")
+    # A hard-linked copy inside the folder is a regular file of the folder: published (and checked).
+    (model_dir / "tokenizer").unlink()
+    shutil.move(tmp_path / "elsewhere", model_dir / "tokenizer")
+    (model_dir / "training_curves.png").hardlink_to(workspace["model_dir"] / "training_curves.png")
+    push_model_and_tokenizer(model_dir, "org/symlink")
+    assert set(_repo_files(local_hub, "org/symlink")) == REPO_FILES
+
+
+CSV_ROW = b"SUBJECT_ID,HADM_ID,ICD9_CODE\n7310000001,8420000001,4019\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("training_curves.png", lambda data: CSV_ROW, "is not a PNG image (no PNG signature)"),
+        (
+            "metrics.json",
+            lambda data: CSV_ROW,
+            "is not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        ),
+        ("metrics.json", lambda data: b"[1, 2]", "is not a JSON object"),
+        ("config.json", lambda data: data[:-3], "is not valid JSON"),
+        (
+            "model.safetensors",
+            lambda data: data + CSV_ROW,
+            "is not a valid safetensors file (Error while deserializing header: incomplete metadata, "
+            "file not fully covered)",
+        ),
+        (
+            "tokenizer/codebooks.safetensors",
+            lambda data: CSV_ROW,
+            "is not a valid safetensors file (Error while deserializing header: header too large)",
+        ),
+        ("tokenizer/tokenizer_config.json", lambda data: b"\xff" + data, "is not valid JSON ("),
+        (
+            "modeling_shark.py",
+            lambda data: CSV_ROW,
+            "is Python source without class SharkForDiagnosisPrediction",
+        ),
+        (
+            "configuration_shark.py",
+            lambda data: b"class SharkConfig(:\n",
+            "is not Python source (invalid syntax",
+        ),
+    ],
+)
+def test_push_checks_each_file_holds_what_its_name_says(
+    local_hub, workspace, tmp_path, name, damage, problem
+):
+    model_dir = _copy_model(workspace, tmp_path)
+    path = model_dir / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError) as error:
+        push_model_and_tokenizer(model_dir, "org/damaged")
+    message = str(error.value)
+    assert message.startswith(f"{path} {problem}")
+    assert message.endswith(": refusing to publish it; write it again (shark-hf train, save_pretrained)")
+    assert len(message.splitlines()) == 1
+    assert local_hub.hub.repos == {}
+
+
 # -- failures ------------------------------------------------------------------------------------------
 
 
