@@ -146,7 +146,10 @@ def stage_repository(
     metrics = public_metrics(metrics)
     if "metrics.json" in model_files:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    card = model_card(config, tokenizer.config, metrics, repo_id=repo_id, license=license, gated=gated)
+    files = [*model_files, f"{TOKENIZER_SUBFOLDER}/"]
+    card = model_card(
+        config, tokenizer.config, metrics, repo_id, license=license, gated=gated, repository_files=files
+    )
     card.save(staging / CARD_NAME)
     return staging
 
