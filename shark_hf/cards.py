@@ -8,6 +8,7 @@ an error, never a silently empty line in a published card.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ def model_card(
     license: str | None = None,
     gated: bool = True,
     data_source: str | None = None,
+    repository_files: Sequence[str] | None = None,
 ) -> ModelCard:
     """The SHARK model card (`hub_cards/model_card.md`) of a trained model.
 
@@ -136,8 +138,11 @@ def model_card(
             (`license: other` with its name and link), because weights trained on MIMIC fall under its DUA.
         gated: ask users to accept terms (`extra_gated_prompt` / `extra_gated_fields`) before access.
         data_source: the training data's name (default: the cohort argument of the run).
+        repository_files: the files published beside the card (`tokenizer/` for the tokenizer folder), listed
+            with what each holds; default: the model's files, `tokenizer/` and `metrics.json` when given.
 
-    The card holds aggregate numbers only: split sizes, metrics, hyper-parameters.
+    The card holds aggregate numbers only: patients and samples per split, metrics, hyper-parameters. The
+    task is rendered from the cohort options recorded in `metrics["cohort"]["task"]` (`cohort_summary`).
     """
     splits = {name: metrics[name] for name in ("validation", "test") if name in metrics}
     args = metrics.get("args", {})
@@ -164,22 +169,22 @@ def model_card(
     )
     hyperparameters["best epoch"] = metrics.get("best_epoch", "n/a")
     privacy = metrics.get("privacy", {})
-    auc = privacy.get("membership_inference_auc")
+    label_space_name = LABEL_SPACE_NAMES.get(label_space, label_space)
+    if repository_files is None:
+        repository_files = [*DEFAULT_REPOSITORY_FILES, *(["metrics.json"] if metrics else [])]
     return render_card(
         "model_card.md",
         card_data,
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         label_space=label_space,
-        label_space_name={"ccs": "single-level CCS", "ccsr": "CCSR", "code": "diagnosis code"}.get(
-            label_space, label_space
-        ),
+        label_space_name=label_space_name,
         num_labels=len(config.get("id2label", {})),
         data_source=data_source or _source_name(args),
-        split_sizes={
-            name: split["num_samples"] + split.get("num_excluded_empty", 0) for name, split in splits.items()
-        }
-        | ({"train (members audited)": privacy["members"]} if "members" in privacy else {}),
+        data_builder=_builder_note(metrics.get("cohort", {}).get("task"), data_source or _source_name(args)),
+        split_sizes=_split_sizes(metrics),
+        task=_task_text(metrics.get("cohort", {}).get("task"), label_space_name, args.get("max_visits")),
+        repository_contents={name: _file_content(name) for name in repository_files},
         tokenizer=_tokenizer_summary(tokenizer_config),
         metrics=splits,
         metrics_note=(
@@ -187,9 +192,114 @@ def model_card(
             if splits
             else "This model has not been evaluated: no metrics.json was found next to it."
         ),
-        membership_auc="not measured" if auc is None else f"{auc:.3f}",
+        privacy_audit=_privacy_text(privacy),
         hyperparameters=hyperparameters,
         license_note=_license_note(license, gated),
+    )
+
+
+LABEL_SPACE_NAMES = {"ccs": "single-level CCS", "ccsr": "CCSR", "code": "diagnosis code"}
+DEFAULT_REPOSITORY_FILES = ("config.json", "model.safetensors", "configuration_shark.py", "modeling_shark.py")
+_FILE_CONTENTS = {
+    "config.json": "the architecture, the label names and the fingerprint of the tokenizer",
+    "configuration_shark.py": "the model's code (for `trust_remote_code`)",
+    "modeling_shark.py": "the model's code (for `trust_remote_code`)",
+    "metrics.json": "aggregate metrics (validation, test, baselines, privacy audit), patient and sample "
+    "counts and the training options",
+    "training_curves.png": "training and validation loss and validation P@10 per epoch",
+    "tokenizer/": "the code tokenizer: codebooks and the table of ICD codes (derived from public code "
+    "descriptions)",
+}
+
+
+def _file_content(name: str) -> str:
+    """What a published file holds, for the card's table of the repository."""
+    if name.endswith(".safetensors"):
+        return "the weights, fitted to the training patients' visits"
+    if name.endswith(".safetensors.index.json"):
+        return "the index of the weight shards"
+    return _FILE_CONTENTS.get(name, "published with the model")
+
+
+def _split_sizes(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{split: {"patients", "samples"}}: from the run's `cohort` summary, else (a metrics.json of an older
+    release) the evaluated samples, with patients not recorded."""
+    cohort = metrics.get("cohort")
+    if cohort:
+        return {
+            name: {"patients": cohort["patients"][name], "samples": samples}
+            for name, samples in cohort["samples"].items()
+        }
+    sizes = {}
+    if "members" in metrics.get("privacy", {}):
+        sizes["train"] = {"patients": "not recorded", "samples": metrics["privacy"]["members"]}
+    for name in ("validation", "test"):
+        if name in metrics:
+            split = metrics[name]
+            samples = split["num_samples"] + split.get("num_excluded_empty", 0)
+            sizes[name] = {"patients": "not recorded", "samples": samples}
+    return sizes
+
+
+def _builder_note(task: dict[str, Any] | None, source_name: str) -> str:
+    """` (built from mimic3 with shark-hf)` when the cohort recorded a source other than its name."""
+    if not task or task.get("source") in (None, source_name):
+        return ""
+    return f" (built from {task['source']} with shark-hf)"
+
+
+def _task_text(task: dict[str, Any] | None, label_space_name: str, max_visits: int | None) -> str:
+    """The prediction task, as the cohort's recorded options (`shark_hf.data.cohort.cohort_task`) say."""
+    target = f"the {label_space_name} categories"
+    if task is None:
+        text = (
+            "how the samples were formed was not recorded with the cohort (it was not built by shark-hf's "
+            f"`build_cohort`); each sample's input is a sequence of visits and its target is {target} of a "
+            "later visit."
+        )
+    elif task.get("sample") == "all_prefixes":
+        text = (
+            f"patients with at least {task['min_visits']} visits; one sample per visit after the first: "
+            f"input = every visit before it, target = {target} of that visit (a patient gives several "
+            "samples)."
+        )
+    else:
+        text = (
+            f"patients with at least {task['min_visits']} visits; one sample per patient: input = every "
+            f"visit but the last, target = {target} of the last visit."
+        )
+    if max_visits:
+        text += f" Only the {max_visits} most recent input visits are used."
+    return text
+
+
+def _privacy_text(privacy: dict[str, Any]) -> str:
+    """The card's account of the membership-inference audit (`shark_hf.privacy`)."""
+    auc = privacy.get("membership_inference_auc")
+    if auc is None:
+        return "No membership-inference audit was run for this model."
+
+    def counted(samples: int, patients: int | None) -> str:
+        return f"{samples} " + ("samples" if patients is None else f"samples ({patients} patients)")
+
+    interval = privacy.get("auc_95ci")
+    bootstrap = privacy.get("bootstrap", {})
+    ci = (
+        f" (95% CI {interval[0]:.3f} to {interval[1]:.3f}, bootstrap over "
+        f"{bootstrap.get('unit', 'sample')}s, {bootstrap.get('resamples', 'n/a')} resamples)"
+        if interval
+        else " (no confidence interval was recorded)"
+    )
+    return (
+        "A per-sample loss-threshold membership-inference attack (Yeom et al., 2018: a sample with a low "
+        f"loss is guessed to be a training sample) separates the "
+        f"{counted(privacy['members'], privacy.get('member_patients'))} of training from the "
+        f"{counted(privacy['nonmembers'], privacy.get('nonmember_patients'))} of the held-out test split "
+        f"with an ROC AUC of **{auc:.3f}**{ci}; 0.5 is chance. This is a lower bound on the leakage, not a "
+        "privacy guarantee: stronger attacks (shadow models, likelihood-ratio tests, pooling a patient's "
+        "samples) can do better, so an AUC near 0.5 does not show that the weights are private. An AUC well "
+        "above 0.5 means the loss reveals membership, and the model should not be shared beyond the people "
+        "allowed to see the training data."
     )
 
 

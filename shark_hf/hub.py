@@ -13,10 +13,14 @@ tokenizer/                        `SharkTokenizer.from_pretrained(repo, subfolde
 ```
 
 Only an allow-list of files is staged and uploaded: checkpoints (optimizer and RNG states), logs and any
-other file of the training folder never leave the machine. A push is one commit (`HfApi.create_commit`): it
-adds the staged files and deletes the files of the allow-list that the revision holds but the push does not
-(a `metrics.json` left from earlier weights would describe the wrong model). Other files of the repository
-are left alone.
+other file of the training folder never leave the machine. Each allow-listed file must be a regular file of
+its folder (a symbolic link, or a path resolving outside the folder, is refused) and hold what its name says
+(`check_publishable`: safetensors with a valid header, JSON objects, a PNG, the remote-code classes);
+`metrics.json` is published without local paths (`public_metrics`) and both cards are rendered afresh.
+
+A push is one commit (`HfApi.create_commit`): it adds the staged files and deletes the files of the
+allow-list that the revision holds but the push does not (a `metrics.json` left from earlier weights would
+describe the wrong model). Other files of the repository are left alone.
 
 Failures raise `HubPushError` (`HubAuthError` when the Hub refuses the credentials) with one line naming the
 repository, the step and the Hub's message. The local folders are only read, so they are intact; pushing
@@ -25,6 +29,7 @@ again is safe because the Hub skips files that did not change.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -40,6 +45,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
@@ -51,7 +57,7 @@ from .cards import model_card
 from .configuration_shark import SharkConfig
 from .tokenization_shark import CARD_NAME as TOKENIZER_CARD_NAME
 from .tokenization_shark import CONFIG_NAME, TENSORS_NAME, SharkTokenizer
-from .utils import TOKENIZER_SUBFOLDER
+from .utils import TOKENIZER_SUBFOLDER, is_local_path
 
 MODEL_FILES = (
     "config.json",
@@ -64,7 +70,13 @@ MODEL_FILES = (
 )
 _MODEL_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 TOKENIZER_FILES = (CONFIG_NAME, TENSORS_NAME, TOKENIZER_CARD_NAME)
+"""What a push owns under `tokenizer/`: the tokenizer's files (copied) and its card (rendered)."""
 CARD_NAME = "README.md"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REMOTE_CODE_CLASSES = {
+    "configuration_shark.py": "SharkConfig",
+    "modeling_shark.py": "SharkForDiagnosisPrediction",
+}
 
 
 class HubPushError(OSError):
@@ -98,7 +110,9 @@ def stage_repository(
     Raises:
         FileNotFoundError: `model_dir` lacks `config.json` or its weights, or the tokenizer folder lacks one
             of its files (each message names the folder and the file).
-        ValueError: the model cannot read the tokenizer's ids (`SharkConfig.check_tokenizer`).
+        ValueError: an allow-listed file is a symbolic link, resolves outside its folder or does not hold
+            what its name says (`check_publishable`; nothing is staged from a folder with such a file), or
+            the model cannot read the tokenizer's ids (`SharkConfig.check_tokenizer`).
     """
     model_dir, staging = Path(model_dir), Path(staging_dir)
     if not (model_dir / "config.json").is_file():
@@ -106,26 +120,117 @@ def stage_repository(
     shards = sorted(p.name for p in model_dir.iterdir() if _MODEL_SHARD.match(p.name))
     if not (model_dir / "model.safetensors").is_file() and not shards:
         raise FileNotFoundError(f"{model_dir} is not a trained model folder: model.safetensors is missing")
-    for name in (*MODEL_FILES, *shards):
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, staging / name)
+    model_files = [name for name in (*MODEL_FILES, *shards) if check_publishable(model_dir, name)]
     tokenizer = published_tokenizer
     if tokenizer is None:
         tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir / TOKENIZER_SUBFOLDER
+        if not tokenizer_dir.is_dir():
+            raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: no such directory")
+        if tokenizer_dir.parent == model_dir:  # a folder of the model folder must be in it
+            check_publishable(model_dir, tokenizer_dir.name, is_folder=True)
         (staging / TOKENIZER_SUBFOLDER).mkdir()
-        for name in TOKENIZER_FILES:
-            if not (tokenizer_dir / name).is_file():
+        for name in (CONFIG_NAME, TENSORS_NAME):
+            if not check_publishable(tokenizer_dir, name):
                 raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: {name} is missing")
-            shutil.copy2(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
+            shutil.copyfile(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
         tokenizer = SharkTokenizer.from_pretrained(staging / TOKENIZER_SUBFOLDER)
+        card = tokenizer.generate_model_card(repo_id=repo_id, subfolder=TOKENIZER_SUBFOLDER)
+        card.save(staging / TOKENIZER_SUBFOLDER / TOKENIZER_CARD_NAME)
     # Never publish a model beside a tokenizer whose ids it cannot read.
     SharkConfig.from_pretrained(model_dir).check_tokenizer(tokenizer)
+    for name in model_files:
+        if name != "metrics.json":
+            shutil.copyfile(model_dir / name, staging / name)
     config = json.loads((model_dir / "config.json").read_text())
-    metrics_path = model_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    card = model_card(config, tokenizer.config, metrics, repo_id=repo_id, license=license, gated=gated)
+    metrics = json.loads((model_dir / "metrics.json").read_text()) if "metrics.json" in model_files else {}
+    metrics = public_metrics(metrics)
+    if "metrics.json" in model_files:
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    files = [*model_files, f"{TOKENIZER_SUBFOLDER}/"]
+    card = model_card(
+        config, tokenizer.config, metrics, repo_id, license=license, gated=gated, repository_files=files
+    )
     card.save(staging / CARD_NAME)
     return staging
+
+
+def check_publishable(root: Path, name: str, *, is_folder: bool = False) -> bool:
+    """Whether `root/name` exists (False if not), after checking that it may be published.
+
+    Raises:
+        ValueError: it is a symbolic link, resolves outside `root`, is not a regular file (not a folder for
+            `is_folder`), or does not hold what its name says (`_check_content`); the message names it.
+    """
+    path = root / name
+    if path.is_symlink():
+        raise ValueError(
+            f"{path} is a symbolic link: refusing to publish it (a push sends only the folder's own files); "
+            "replace it with the file itself or remove it"
+        )
+    if not path.exists():
+        return False
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(
+            f"{path} resolves outside {root}: refusing to publish it; put the file itself in {root}"
+        )
+    if is_folder != path.is_dir() or not (is_folder or path.is_file()):
+        what = "a folder" if is_folder else "a regular file"
+        raise ValueError(f"{path} is not {what}: refusing to publish it")
+    if not is_folder:
+        _check_content(path)
+    return True
+
+
+def _check_content(path: Path) -> None:
+    """Raise ValueError unless `path` holds what its name says: a safetensors file whose header is valid
+    and covers the file, a JSON object, a PNG image, or (remote code) Python defining its SHARK class."""
+    problem = None
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError as error:
+            problem = f"not a valid safetensors file ({error})"
+    elif path.suffix == ".json":
+        try:
+            if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                problem = "not a JSON object"
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            problem = f"not valid JSON ({error})"
+    elif path.suffix == ".png":
+        with open(path, "rb") as file:
+            if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                problem = "not a PNG image (no PNG signature)"
+    elif path.name in REMOTE_CODE_CLASSES:
+        expected = REMOTE_CODE_CLASSES[path.name]
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, SyntaxError, ValueError) as error:
+            problem = f"not Python source ({' '.join(str(error).split())})"
+        else:
+            classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+            problem = None if expected in classes else f"Python source without class {expected}"
+    if problem:
+        raise ValueError(
+            f"{path} is {problem}: refusing to publish it; write it again (shark-hf train, save_pretrained)"
+        )
+
+
+def public_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` as published: every local path (absolute, `~`, or an existing file or folder, e.g. the
+    run's `args.cohort`, `args.output_dir`, `args.tokenizer`) replaced by its last component, so that no
+    folder of the machine that trained the model leaves it. Other values are kept."""
+
+    def public(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: public(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [public(item) for item in value]
+        if isinstance(value, str) and value and is_local_path(value):
+            return Path(value).name or value
+        return value
+
+    return public(metrics)
 
 
 def push_model_and_tokenizer(

@@ -8,6 +8,7 @@ code/visit vector width (`config.visit_dim`), H the GRU width, N the number of r
 """
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -310,8 +311,11 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
                 f"input_ids must have shape [batch, visits, codes, num_levels={levels}], "
                 f"got {tuple(input_ids.shape)}"
             )
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"input_ids must be a torch.int64 (or int32) tensor, got {input_ids.dtype}: pass the "
+                "tokenizer's input_ids unchanged (a narrower integer type can wrap ids around)"
+            )
         batch_size, num_visits, num_codes, _ = input_ids.shape
         if batch_size == 0 or num_visits == 0:
             raise ValueError(f"input_ids holds no patients or no visits: shape {tuple(input_ids.shape)}")
@@ -412,6 +416,13 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
             output = self(**inputs, return_dict=True)
         finally:
             self.train(was_training)
+        nan_rows = output.logits.isnan().any(1).nonzero().flatten().tolist()
+        if nan_rows:
+            raise ValueError(
+                f"the model scores patients at batch index {nan_rows[:10]} as NaN: its parameters "
+                f"{self._non_finite_parameters()[:5] or '(all finite)'} hold NaN/inf; reload the weights "
+                "(the file may be damaged) or train again"
+            )
         probabilities, indices = torch.sigmoid(output.logits).topk(min(top_k, self.config.num_labels), dim=1)
         lengths = inputs["visit_mask"].bool().sum(1).tolist()
         descriptions = self.config.label_descriptions or {}
@@ -424,6 +435,14 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
             attention = output.visit_attention[row, :length].tolist()
             results.append({"labels": top, "visit_attention": attention})
         return results
+
+    def _non_finite_parameters(self) -> list[str]:
+        """Names of the parameters holding NaN or infinite values (meta tensors are skipped)."""
+        return [
+            name
+            for name, parameter in self.named_parameters()
+            if not parameter.is_meta and not torch.isfinite(parameter).all()
+        ]
 
     def check_tokenizer(self, tokenizer: Any, allow_mismatch: bool = False) -> None:
         """Raise unless `tokenizer` produces the ids this model expects; see `SharkConfig.check_tokenizer`."""
@@ -444,7 +463,20 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
             tokenizer: a `SharkTokenizer`; when given, [`check_tokenizer`] runs on the loaded model.
             allow_tokenizer_mismatch: downgrade a fingerprint / kind mismatch to a warning.
         """
+        name = str(pretrained_model_name_or_path)
+        # A path that cannot be a Hub repo id (as `shark_hf.utils.is_local_path`; this file cannot import it).
+        if not os.path.isdir(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+            raise FileNotFoundError(
+                f"{name} is not a model folder: no such directory (pass a folder written by save_pretrained "
+                "or `shark-hf train`, or a Hub repo id such as 'org/model')"
+            )
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        bad = model._non_finite_parameters()
+        if bad:
+            raise ValueError(
+                f"{name}: the weights {bad[:5]} hold NaN/inf values: the weights file is damaged or the "
+                "training diverged; download the model again or retrain it"
+            )
         if tokenizer is not None:
             model.check_tokenizer(tokenizer, allow_mismatch=allow_tokenizer_mismatch)
         return model

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from shark_hf.utils import TOKENIZER_CONFIG_NAME, atomic_write, atomic_write_text, is_local_path
@@ -156,7 +157,14 @@ def read_files(
         raise ValueError(
             f"{where}/{CONFIG_NAME} is not a SharkTokenizer config (tokenizer_class is {found!r})"
         )
-    config, tensors = migrate(config, load_file(folder / TENSORS_NAME), where)
+    try:
+        tensors = load_file(folder / TENSORS_NAME)
+    except SafetensorError as error:
+        raise ValueError(
+            f"{where}/{TENSORS_NAME} is not a readable safetensors file ({error}): the file is truncated or "
+            "corrupted; save the tokenizer again or download it again"
+        ) from error
+    config, tensors = migrate(config, tensors, where)
     missing = [key for key in REQUIRED_KEYS if key not in config]
     missing += [] if "ids" in tensors else [f"{TENSORS_NAME}: ids"]
     if missing:

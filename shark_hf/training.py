@@ -9,7 +9,8 @@ config.json  model.safetensors  *.py         the best model (`save_pretrained`, 
 tokenizer/                                   its tokenizer (`SharkTokenizer.save_pretrained`)
 metrics.json                                 test and validation metrics of the best model, privacy audit,
                                              the non-learned baselines (`shark_hf.baselines`), the best of
-                                             them on validation and the model's test lift over it
+                                             them on validation and the model's test lift over it, and the
+                                             cohort (`cohort_summary`: task options, patients and samples)
 log.jsonl                                    one JSON object per epoch (losses, validation metrics)
 training_curves.png                          train/validation loss and validation P@10 per epoch
 checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders, with trainer_state.json and
@@ -47,11 +48,12 @@ from tqdm.auto import tqdm
 from .baselines import baseline_summary, evaluate_baselines, fit_baselines
 from .codes import label_names as code_label_names
 from .configuration_shark import SharkConfig
+from .data.cohort import cohort_task
 from .data.collator import VisitCollator
 from .metrics import HEADLINE_METRICS, compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_training_curves
-from .privacy import membership_inference_auc, per_sample_loss
+from .privacy import BOOTSTRAP_RESAMPLES, bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
 from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 
@@ -230,6 +232,17 @@ def restrict_labels(split: Dataset, label_names: dict[str, str]) -> tuple[Datase
         lambda row: {"labels": [label for label in row["labels"] if label in known]}, keep_in_memory=True
     )
     return kept, removed
+
+
+def cohort_summary(cohort: DatasetDict) -> dict:
+    """What the model card says about the data: the task options recorded by `build_cohort` (`task`, None
+    when the cohort does not record them) and the patients and samples of each split (a patient gives
+    several samples with `sample="all_prefixes"`)."""
+    return {
+        "task": cohort_task(cohort["train"]),
+        "patients": {name: len(set(split["patient_id"])) for name, split in cohort.items()},
+        "samples": {name: len(split) for name, split in cohort.items()},
+    }
 
 
 def _restrict_evaluation_labels(
@@ -451,17 +464,27 @@ def membership_audit(
     test_logits: torch.Tensor,
     test_labels: torch.Tensor,
     accelerator: Accelerator,
-) -> dict[str, float | int | str]:
-    """Loss-threshold membership inference: training patients (members) against test patients."""
+    patient_ids: dict[str, list[str]],
+    seed: int = 0,
+) -> dict:
+    """Per-sample loss-threshold membership inference (`shark_hf.privacy`): training samples (members)
+    against test samples, with a 95% bootstrap interval resampling patients (`patient_ids["train"]`,
+    `patient_ids["test"]`: the patient of each sample, in loader order). A lower bound on the leakage."""
     member_logits, member_labels, _ = predict_scores(model, member_loader, accelerator)
-    auc = membership_inference_auc(
-        per_sample_loss(member_logits, member_labels), per_sample_loss(test_logits, test_labels)
+    members = per_sample_loss(member_logits, member_labels)
+    nonmembers = per_sample_loss(test_logits, test_labels)
+    low, high = bootstrap_auc_interval(
+        members, nonmembers, patient_ids["train"], patient_ids["test"], seed=seed
     )
     return {
-        "attack": "loss threshold",
-        "membership_inference_auc": auc,
+        "attack": "per-sample loss threshold",
+        "membership_inference_auc": membership_inference_auc(members, nonmembers),
+        "auc_95ci": [low, high],
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "unit": "patient", "seed": seed},
         "members": len(member_logits),
         "nonmembers": len(test_logits),
+        "member_patients": len(set(patient_ids["train"])),
+        "nonmember_patients": len(set(patient_ids["test"])),
     }
 
 
@@ -475,6 +498,7 @@ def train(args: TrainingArguments) -> dict:
     cohort = load_cohort(args)
     tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
     label_names = resolve_label_names(cohort, args.label_space)
+    summary = cohort_summary(cohort)
     cohort, labels_left_out = _restrict_evaluation_labels(cohort, label_names)
     model, new_head = build_model(args, tokenizer, label_names)
     if args.init_from is None:
@@ -498,9 +522,12 @@ def train(args: TrainingArguments) -> dict:
     train_seconds = time.perf_counter() - start
     extra = {
         "labels_outside_label_space": labels_left_out,
+        "cohort": summary,
         **heuristics(cohort, label_names, args.label_space),
     }
-    results = _final_results(args, accelerator, loaders, state, train_seconds, extra)
+    # The patient of each training and test sample, for the audit's bootstrap (never written to a file).
+    patient_ids = {name: list(cohort[name]["patient_id"]) for name in ("train", "test")}
+    results = _final_results(args, accelerator, loaders, state, train_seconds, extra, patient_ids)
     accelerator.end_training()
     return results
 
@@ -684,11 +711,13 @@ def _final_results(
     state: TrainerState,
     seconds: float,
     extra: dict,
+    patient_ids: dict[str, list[str]],
 ) -> dict:
     """Evaluate the saved best model on validation and test, audit it, write metrics.json and the plot.
 
-    `extra` holds `labels_outside_label_space` and the `heuristics` report; the model's test lift over
-    the best heuristic is added (`shark_hf.baselines.baseline_summary`)."""
+    `extra` holds `labels_outside_label_space`, the `cohort_summary` and the `heuristics` report (all
+    written); the model's test lift over the best heuristic is added (`shark_hf.baselines.baseline_summary`).
+    `patient_ids` (the patient of each train and test sample) only group the audit's bootstrap."""
     output_dir = Path(args.output_dir)
     best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
     test_logits, test_labels, test_loss = predict_scores(best, loaders["test"], accelerator)
@@ -708,8 +737,11 @@ def _final_results(
         "num_processes": accelerator.num_processes,
         "validation": evaluate_split(best, loaders["validation"], accelerator),
         "test": split_metrics(test_logits, test_labels, test_loss),
-        "privacy": membership_audit(best, loaders["members"], test_logits, test_labels, accelerator),
+        "privacy": membership_audit(
+            best, loaders["members"], test_logits, test_labels, accelerator, patient_ids, args.seed
+        ),
         "labels_outside_label_space": extra["labels_outside_label_space"],
+        "cohort": extra["cohort"],
     }
     results.update(baseline_summary(extra, results["test"]))
     results["args"] = asdict(args)

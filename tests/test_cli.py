@@ -5,6 +5,7 @@ codes -> semantic / random / index tokenizers -> one short `shark-hf train` subp
 over every cohort code, 1 epoch) -> evaluate, predict, push. `demo` is left to `make demo`.
 """
 
+import gzip
 import io
 import json
 import shutil
@@ -337,6 +338,50 @@ def test_console_script_exit_codes(work, raw, trained):
         f"shark-hf predict: error: {work / 'malformed.json'} is not valid JSON: "
         "Expecting ',' delimiter: line 1 column 11 (char 10)"
     ]
+
+
+def _truncated_codebooks(tmp: Path, raw: Path, tokenizer: Path) -> tuple[str, str]:
+    folder = Path(shutil.copytree(tokenizer, tmp / "tok"))
+    (folder / "codebooks.safetensors").write_bytes((tokenizer / "codebooks.safetensors").read_bytes()[:50])
+    return (
+        f"inspect-tokenizer {folder}",
+        f"{folder}/codebooks.safetensors is not a readable safetensors file (Error while deserializing "
+        "header: invalid header length): the file is truncated or corrupted; save the tokenizer again or "
+        "download it again",
+    )
+
+
+def _latin1_header(tmp: Path, raw: Path, tokenizer: Path) -> tuple[str, str]:
+    folder = Path(shutil.copytree(raw, tmp / "raw"))
+    text = (raw / "DIAGNOSES_ICD.csv").read_bytes()
+    (folder / "DIAGNOSES_ICD.csv").write_bytes(text.replace(b"ICD9_CODE", b"ICD9_C\xf6DE", 1))
+    return (
+        f"build-dataset mimic3 --root {folder} --out {tmp}/c",
+        f"{folder}/DIAGNOSES_ICD.csv: the header line is not UTF-8 text (byte 0xf6 at offset "
+        f"{text.index(b'ICD9_CODE') + 6}): save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+    )
+
+
+def _truncated_gzip(tmp: Path, raw: Path, tokenizer: Path) -> tuple[str, str]:
+    folder = tmp / "raw"
+    folder.mkdir()
+    shutil.copy(raw / "ADMISSIONS.csv", folder)
+    packed = gzip.compress((raw / "DIAGNOSES_ICD.csv").read_bytes(), mtime=0)
+    (folder / "DIAGNOSES_ICD.csv.gz").write_bytes(packed[: len(packed) // 2])
+    path = folder / "DIAGNOSES_ICD.csv.gz"
+    return (
+        f"build-dataset mimic3 --root {folder} --out {tmp}/c",
+        f"{path}: the compressed file is truncated or damaged (Truncated compressed stream): download or "
+        f"copy it again (`gzip -t {path}` checks it)",
+    )
+
+
+@pytest.mark.parametrize("damage", [_truncated_codebooks, _latin1_header, _truncated_gzip])
+def test_damaged_files_give_one_line_naming_the_file(damage, tmp_path, raw, random_tokenizer):
+    argv, message = damage(tmp_path, raw[0], random_tokenizer)
+    code, out, err = cli(argv)
+    assert code == 1 and out == ""
+    assert err == f"shark-hf {argv.split()[0]}: error: {message}\n"
 
 
 def test_verbose_shows_the_traceback(work):

@@ -7,11 +7,13 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shark_hf.data.cohort import SPLITS, build_cohort
+from shark_hf.data.cohort import SPLITS, build_cohort, cohort_task
+from shark_hf.data.synthetic import write_synthetic_cohort
 
 
 def _write(path: Path, text: str) -> Path:
@@ -99,6 +101,23 @@ def test_mimic3_all_prefixes(mimic3: Path) -> None:
     assert rows["10#1"]["labels"] == ["108", "98"]
     assert rows["10#2"]["labels"] == ["157", "122"]
     assert rows["10#1"]["split"] == rows["10#2"]["split"]
+
+
+def test_the_task_options_travel_with_the_saved_cohort(mimic3: Path, tmp_path: Path) -> None:
+    raw = write_synthetic_cohort(tmp_path / "raw", "mimic3", seed=0, num_patients=30)
+    cohort = build_cohort("mimic3", root=raw, label_space="code", sample="all_prefixes", seed=4)
+    cohort.save_to_disk(tmp_path / "c")
+    loaded = datasets.load_from_disk(str(tmp_path / "c"))
+    expected = {
+        "source": "mimic3",
+        "label_space": "code",
+        "min_visits": 2,
+        "sample": "all_prefixes",
+        "seed": 4,
+    }
+    assert {name: cohort_task(loaded[name]) for name in SPLITS} == dict.fromkeys(SPLITS, expected)
+    assert cohort_task(build_cohort("mimic3", root=mimic3, min_visits=3)["train"])["min_visits"] == 3
+    assert cohort_task(datasets.Dataset.from_dict({"visits": [[["ICD9CM:4019"]]]})) is None
 
 
 def test_min_visits(mimic3: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, hf_hub_download
 
 from shark_hf.cards import HEADLINE_METRICS
+from shark_hf.hub import public_metrics
 from shark_hf.tokenization_shark import SharkTokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cross_institution.py"
@@ -33,8 +34,12 @@ def test_cross_institution_workflow(local_hub, tmp_path):
     assert repo.branches["main"] == a["commit"]
     main_files = repo.commits[a["commit"]].files
     model_a = work / "hospital_a" / "model"
-    for name in ("model.safetensors", "config.json", "metrics.json"):
+    for name in ("model.safetensors", "config.json"):
         assert main_files[name] == (model_a / name).read_bytes()
+    # metrics.json as published: the local one without the folders of the machine that trained it.
+    local_metrics = json.loads((model_a / "metrics.json").read_text())
+    assert json.loads(main_files["metrics.json"]) == public_metrics(local_metrics)
+    assert str(tmp_path).encode() not in main_files["metrics.json"]
     assert (
         main_files["tokenizer/tokenizer_config.json"]
         == (model_a / "tokenizer/tokenizer_config.json").read_bytes()

@@ -18,7 +18,7 @@ from transformers import AutoModel
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from shark_hf import cli
-from shark_hf.cards import GATED_FIELDS, GATED_PROMPT, HEADLINE_METRICS, MIMIC_LICENSE_NAME
+from shark_hf.cards import GATED_FIELDS, GATED_PROMPT, HEADLINE_METRICS, MIMIC_LICENSE_NAME, model_card
 from shark_hf.configuration_shark import SharkConfig
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
@@ -333,10 +333,187 @@ def test_pushed_repository_holds_no_patient_or_visit_id_and_no_pickle(local_hub,
             with safe_open(path, framework="pt") as tensors:
                 assert list(tensors.keys())
 
-    auc = workspace["metrics"]["privacy"]["membership_inference_auc"]
+    privacy = workspace["metrics"]["privacy"]
+    low, high = privacy["auc_95ci"]
     readme = (folder / "README.md").read_text()
-    assert "membership-inference attack separating training patients" in readme
-    assert f"reaches an AUC of\n**{auc:.3f}**" in readme
+    assert "A per-sample loss-threshold membership-inference attack" in readme
+    assert (
+        f"with an ROC AUC of **{privacy['membership_inference_auc']:.3f}** (95% CI {low:.3f} to {high:.3f}, "
+        "bootstrap over patients, 1000 resamples); 0.5 is chance. This is a lower bound on the leakage"
+    ) in readme
+    assert "no patient-level data is in this repository" not in readme
+
+
+CARD_CONFIG = {
+    "label_space": "ccs",
+    "id2label": {"0": "98", "1": "49"},
+    **dict.fromkeys(("embed_dim", "hidden_size", "composition", "dropout", "code_representation"), 1),
+}
+CARD_TOKENIZER = {"kind": "random", "codes": ["ICD9CM:4019"], "fingerprint": "f" * 64}
+
+
+def _card_text(metrics: dict) -> str:
+    return model_card(CARD_CONFIG, CARD_TOKENIZER, metrics, "org/card").text
+
+
+def test_card_renders_the_recorded_task_patients_and_samples_and_the_audit():
+    metrics = {
+        "cohort": {
+            "task": {"source": "mimic3", "label_space": "ccs", "min_visits": 3, "sample": "all_prefixes"},
+            "patients": {"train": 70, "validation": 10, "test": 20},
+            "samples": {"train": 245, "validation": 31, "test": 66},
+        },
+        "privacy": {
+            "attack": "per-sample loss threshold",
+            "membership_inference_auc": 0.5612,
+            "auc_95ci": [0.5031, 0.6204],
+            "bootstrap": {"resamples": 1000, "unit": "patient", "seed": 0},
+            "members": 245,
+            "nonmembers": 66,
+            "member_patients": 70,
+            "nonmember_patients": 20,
+        },
+        "args": {"cohort": "/data/cohorts/icu_2019", "max_visits": 10},
+    }
+    text = _card_text(metrics)
+    assert "- Source: **icu_2019** (built from mimic3 with shark-hf). Aggregate counts only:\n" in text
+    assert (
+        "| split | patients | samples |\n|---|---|---|\n| train | 70 | 245 |\n| validation | 10 | 31 |\n"
+        "| test | 20 | 66 |\n" in text
+    )
+    assert (
+        "- Task: patients with at least 3 visits; one sample per visit after the first: input = every "
+        "visit before it, target = the single-level CCS categories of that visit (a patient gives several "
+        "samples). Only the 10 most recent input visits are used.\n" in text
+    )
+    assert (
+        "separates the 245 samples (70 patients) of training from the 66 samples (20 patients) of the "
+        "held-out test split with an ROC AUC of **0.561** (95% CI 0.503 to 0.620, bootstrap over patients, "
+        "1000 resamples); 0.5 is chance. This is a lower bound on the leakage, not a privacy guarantee"
+        in text
+    )
+    assert "per-patient" not in text and "every visit but the last" not in text
+
+    metrics["cohort"]["task"] |= {"sample": "last", "min_visits": 2}
+    assert (
+        "- Task: patients with at least 2 visits; one sample per patient: input = every visit but the last, "
+        "target = the single-level CCS categories of the last visit. Only the 10" in _card_text(metrics)
+    )
+    # A cohort that did not record its task, and a run without an audit, are said to be so.
+    metrics["cohort"]["task"] = None
+    del metrics["privacy"]
+    text = _card_text(metrics)
+    assert "- Task: how the samples were formed was not recorded with the cohort" in text
+    assert "No membership-inference audit was run for this model." in text
+
+
+def test_pushed_files_hold_no_local_path(local_hub, workspace, tmp_path):
+    root = str(workspace["root"])
+    local = workspace["metrics"]["args"]
+    # The local metrics.json keeps the run's folders (useful on the machine that trained)...
+    assert (local["cohort"], local["output_dir"]) == (f"{root}/cohort", f"{root}/model")
+    push_model_and_tokenizer(workspace["model_dir"], "org/no-paths")
+    files = _repo_files(local_hub, "org/no-paths")
+    # ...what is pushed names them only by their last component.
+    for name, content in files.items():
+        assert root.encode() not in content, f"{name} holds the local path {root}"
+        assert str(Path(root).parent).encode() not in content, f"{name} holds a local path"
+    published = json.loads(files["metrics.json"])
+    assert {key: published["args"][key] for key in ("cohort", "output_dir", "tokenizer")} == {
+        "cohort": "cohort",
+        "output_dir": "model",
+        "tokenizer": "tokenizer",
+    }
+    assert {k: v for k, v in published.items() if k != "args"} == {
+        k: v for k, v in workspace["metrics"].items() if k != "args"
+    }
+
+
+def _copy_model(workspace, tmp_path) -> Path:
+    return Path(
+        shutil.copytree(
+            workspace["model_dir"], tmp_path / "model", ignore=shutil.ignore_patterns("checkpoints")
+        )
+    )
+
+
+def test_push_refuses_a_symlink_and_sends_nothing(local_hub, workspace, tmp_path):
+    model_dir = _copy_model(workspace, tmp_path)
+    (model_dir / "training_curves.png").unlink()
+    (model_dir / "training_curves.png").symlink_to(workspace["raw"] / "ADMISSIONS.csv")
+    with pytest.raises(ValueError) as error:
+        push_model_and_tokenizer(model_dir, "org/symlink")
+    assert str(error.value) == (
+        f"{model_dir}/training_curves.png is a symbolic link: refusing to publish it (a push sends only the "
+        "folder's own files); replace it with the file itself or remove it"
+    )
+    assert local_hub.hub.repos == {}
+
+    # A tokenizer/ folder that is a link to another folder is refused as well.
+    (model_dir / "training_curves.png").unlink()
+    shutil.move(model_dir / "tokenizer", tmp_path / "elsewhere")
+    (model_dir / "tokenizer").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(model_dir))}/tokenizer is a symbolic link: "):
+        push_model_and_tokenizer(model_dir, "org/symlink")
+    # A hard-linked copy inside the folder is a regular file of the folder: published (and checked).
+    (model_dir / "tokenizer").unlink()
+    shutil.move(tmp_path / "elsewhere", model_dir / "tokenizer")
+    (model_dir / "training_curves.png").hardlink_to(workspace["model_dir"] / "training_curves.png")
+    push_model_and_tokenizer(model_dir, "org/symlink")
+    assert set(_repo_files(local_hub, "org/symlink")) == REPO_FILES
+
+
+CSV_ROW = b"SUBJECT_ID,HADM_ID,ICD9_CODE\n7310000001,8420000001,4019\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("training_curves.png", lambda data: CSV_ROW, "is not a PNG image (no PNG signature)"),
+        (
+            "metrics.json",
+            lambda data: CSV_ROW,
+            "is not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        ),
+        ("metrics.json", lambda data: b"[1, 2]", "is not a JSON object"),
+        ("config.json", lambda data: data[:-3], "is not valid JSON"),
+        (
+            "model.safetensors",
+            lambda data: data + CSV_ROW,
+            "is not a valid safetensors file (Error while deserializing header: incomplete metadata, "
+            "file not fully covered)",
+        ),
+        (
+            "tokenizer/codebooks.safetensors",
+            lambda data: CSV_ROW,
+            "is not a valid safetensors file (Error while deserializing header: header too large)",
+        ),
+        ("tokenizer/tokenizer_config.json", lambda data: b"\xff" + data, "is not valid JSON ("),
+        (
+            "modeling_shark.py",
+            lambda data: CSV_ROW,
+            "is Python source without class SharkForDiagnosisPrediction",
+        ),
+        (
+            "configuration_shark.py",
+            lambda data: b"class SharkConfig(:\n",
+            "is not Python source (invalid syntax",
+        ),
+    ],
+)
+def test_push_checks_each_file_holds_what_its_name_says(
+    local_hub, workspace, tmp_path, name, damage, problem
+):
+    model_dir = _copy_model(workspace, tmp_path)
+    path = model_dir / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError) as error:
+        push_model_and_tokenizer(model_dir, "org/damaged")
+    message = str(error.value)
+    assert message.startswith(f"{path} {problem}")
+    assert message.endswith(": refusing to publish it; write it again (shark-hf train, save_pretrained)")
+    assert len(message.splitlines()) == 1
+    assert local_hub.hub.repos == {}
 
 
 # -- failures ------------------------------------------------------------------------------------------

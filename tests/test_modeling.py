@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -278,8 +279,16 @@ def test_config_from_tokenizer_fills_what_the_tokenizer_knows():
         ),
         (
             lambda b: b.update(input_ids=b["input_ids"].float()),
-            "input_ids must be an integer tensor, got torch.float32",
+            r"input_ids must be a torch.int64 \(or int32\) tensor, got torch.float32",
         ),
+        *[
+            (
+                lambda b, dtype=dtype: b.update(input_ids=b["input_ids"].to(dtype)),
+                rf"input_ids must be a torch.int64 \(or int32\) tensor, got torch.{dtype_name}: pass the "
+                r"tokenizer's input_ids unchanged \(a narrower integer type can wrap ids around\)",
+            )
+            for dtype, dtype_name in [(torch.int8, "int8"), (torch.uint8, "uint8"), (torch.int16, "int16")]
+        ],
         (
             lambda b: b.update(code_mask=b["code_mask"][:, :, :2]),
             r"code_mask must have shape \[batch, visits, codes\] = \(2, 5, 6\) like input_ids, got \(2, 5, 2",
@@ -306,6 +315,46 @@ def test_bad_inputs_give_clear_errors(change, match):
     change(batch)
     with pytest.raises(ValueError, match=match):
         model(**batch)
+
+
+def test_int32_input_ids_give_the_int64_logits():
+    model = make_model()
+    batch = encode([LONGER, PATIENT])
+    expected = model(**batch).logits
+    assert torch.equal(model(**{**batch, "input_ids": batch["input_ids"].int()}).logits, expected)
+
+
+def test_nan_weights_are_refused_when_loaded_and_by_predict(tmp_path):
+    tokenizer = SharkTokenizer.random_ids(CODES, num_levels=2, codebook_size=8, seed=0)
+    model = SharkForDiagnosisPrediction(SharkConfig.from_tokenizer(tokenizer, LABELS))
+    with torch.no_grad():
+        model.classifier.weight[1, 0] = float("nan")
+    batch = tokenizer([[["401.9"], ["428.0"]], [["ICD9CM:486"]]])
+    with pytest.raises(
+        ValueError,
+        match=r"^the model scores patients at batch index \[0, 1\] as NaN: its parameters "
+        r"\['classifier.weight'\] hold NaN/inf; reload the weights \(the file may be damaged\) or "
+        "train again$",
+    ):
+        model.predict(batch)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=rf"^{re.escape(str(tmp_path))}: the weights \['classifier.weight'\] hold NaN/inf values: "
+        "the weights file is damaged or the training diverged; download the model again or retrain it$",
+    ):
+        SharkForDiagnosisPrediction.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["{tmp}/missing/model", "./missing_model", "~/missing_shark_model", "a/b/c"])
+def test_from_pretrained_on_a_missing_folder_names_it(tmp_path, name):
+    name = name.format(tmp=tmp_path)
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"^{re.escape(name)} is not a model folder: no such directory \(pass a folder written by "
+        r"save_pretrained or `shark-hf train`, or a Hub repo id such as 'org/model'\)$",
+    ):
+        SharkForDiagnosisPrediction.from_pretrained(name)
 
 
 def test_labels_outside_the_label_space_give_clear_errors():

@@ -25,8 +25,10 @@ from safetensors.torch import load_file
 from shark_hf.baselines import BASELINES, evaluate_baselines, fit_baselines
 from shark_hf.codes import label_names
 from shark_hf.data.cohort import build_cohort
+from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
+from shark_hf.privacy import bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main, split_metrics
 
@@ -123,6 +125,60 @@ def test_train_end_to_end(ws, reference):
     privacy = metrics["privacy"]
     assert 0.0 <= privacy["membership_inference_auc"] <= 1.0
     assert (privacy["members"], privacy["nonmembers"]) == (TRAIN_SIZE, 24)
+
+
+def test_membership_audit_is_per_sample_with_a_patient_bootstrap_interval(ws, reference):
+    """metrics.json's audit is recomputed here from the saved model: per-sample losses of the 84 training
+    and 24 test samples, the AUC and the bootstrap interval over patients (seeded with --seed)."""
+    cohort = ws.cohorts["ccs"]
+    model = SharkForDiagnosisPrediction.from_pretrained(reference.dir).eval()
+    tokenizer = SharkTokenizer.from_pretrained(reference.dir / "tokenizer")
+    collator = VisitCollator.for_model(tokenizer, model.config)
+
+    def losses(split):
+        rows = split.select_columns(["visits", "labels"]).to_list()
+        parts = []
+        for start in range(0, len(rows), EVAL_BATCH_SIZE):  # the run's evaluation batches
+            batch = collator(rows[start : start + EVAL_BATCH_SIZE])
+            with torch.no_grad():
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            parts.append(per_sample_loss(logits, batch["labels"]))
+        return torch.cat(parts)
+
+    members, nonmembers = losses(cohort["train"]), losses(cohort["test"])
+    patients = {name: list(cohort[name]["patient_id"]) for name in ("train", "test")}
+    low, high = bootstrap_auc_interval(members, nonmembers, patients["train"], patients["test"], seed=0)
+    assert read_json(reference.dir / "metrics.json")["privacy"] == {
+        "attack": "per-sample loss threshold",
+        "membership_inference_auc": membership_inference_auc(members, nonmembers),
+        "auc_95ci": [low, high],
+        "bootstrap": {"resamples": 1000, "unit": "patient", "seed": 0},
+        "members": TRAIN_SIZE,
+        "nonmembers": 24,
+        "member_patients": len(set(patients["train"])),
+        "nonmember_patients": len(set(patients["test"])),
+    }
+    assert low <= membership_inference_auc(members, nonmembers) <= high
+
+
+def test_metrics_json_records_the_cohort_task_patients_and_samples(ws, reference, tmp_path):
+    assert read_json(reference.dir / "metrics.json")["cohort"] == {
+        "task": {"source": "mimic3", "label_space": "ccs", "min_visits": 2, "sample": "last", "seed": 0},
+        "patients": {"train": TRAIN_SIZE, "validation": 12, "test": 24},  # one sample per patient
+        "samples": {"train": TRAIN_SIZE, "validation": 12, "test": 24},
+    }
+    # all_prefixes: several samples per patient, counted apart from the patients.
+    prefixes = build_cohort("mimic3", root=ws.root / "raw", sample="all_prefixes")
+    prefixes.save_to_disk(tmp_path / "cohort")
+    output = tmp_path / "run"
+    argv = flags(ws, output, "--num_epochs", "1")
+    argv[argv.index("--cohort") + 1] = str(tmp_path / "cohort")
+    main(argv)
+    recorded = read_json(output / "metrics.json")["cohort"]
+    assert recorded["task"]["sample"] == "all_prefixes"
+    assert recorded["patients"] == {"train": TRAIN_SIZE, "validation": 12, "test": 24}
+    assert recorded["samples"] == {name: len(prefixes[name]) for name in ("train", "validation", "test")}
+    assert recorded["samples"]["train"] > TRAIN_SIZE
 
 
 def test_metrics_json_carries_the_heuristics_and_the_lift_over_the_best(ws, reference):

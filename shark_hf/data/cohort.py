@@ -18,6 +18,10 @@ patients that qualify, sorted, are permuted with `numpy.random.default_rng(seed)
 `n - floor(7n/10) - floor(n/10)` to test. A MEDS dataset with `metadata/subject_splits.parquet` keeps its
 splits (train / tuning / held_out -> train / validation / test).
 
+Each split's `DatasetInfo.description` records how the samples were formed (`TASK_KEYS`: source, label
+space, min_visits, sample, seed) as JSON, so that it travels with `save_to_disk` and is read back by
+`cohort_task` (the model card renders the task from it).
+
 Rows that cannot be used are never dropped silently: each is counted under one reason of
 `shark_hf.data.report.REASONS` (with up to 5 examples: file, line, raw values) in the `CohortReport`,
 which also carries the cohort card (patients, visits, codes, label cardinality per split). A code without
@@ -53,6 +57,8 @@ SOURCES = ("mimic3", "mimic4", "meds", "table")
 LABEL_SPACES = ("ccs", "ccsr", "code")
 SAMPLES = ("last", "all_prefixes")
 SPLITS = ("train", "validation", "test")
+TASK_KEYS = ("source", "label_space", "min_visits", "sample", "seed")
+_TASK_FIELD = "shark_hf_cohort"
 COHORT_FEATURES = datasets.Features(
     {
         "patient_id": datasets.Value("string"),
@@ -293,6 +299,17 @@ def _fingerprint(issues: RowIssues, options: dict[str, Any], split: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cohort_task(split: datasets.Dataset) -> dict[str, Any] | None:
+    """How `build_cohort` formed the samples of `split` (`{key: value}` for `TASK_KEYS`), or None for a
+    dataset that does not record it (not built by `build_cohort`)."""
+    try:
+        recorded = json.loads(split.info.description or "")
+    except json.JSONDecodeError:
+        return None
+    task = recorded.get(_TASK_FIELD) if isinstance(recorded, dict) else None
+    return dict(task) if isinstance(task, dict) else None
+
+
 def _read(source: str, root: Path, issues: RowIssues, **kwargs: Any) -> DiagnosisRows:
     if source in ("mimic3", "mimic4"):
         if kwargs:
@@ -369,7 +386,10 @@ def build_cohort(
         {
             name: datasets.Dataset(
                 InMemoryTable(table.slice(bounds[i], bounds[i + 1] - bounds[i])),
-                info=datasets.DatasetInfo(features=COHORT_FEATURES),
+                info=datasets.DatasetInfo(
+                    features=COHORT_FEATURES,
+                    description=json.dumps({_TASK_FIELD: {key: options[key] for key in TASK_KEYS}}),
+                ),
                 split=datasets.NamedSplit(name),
                 fingerprint=_fingerprint(issues, options, name),
             )

@@ -84,8 +84,23 @@ def find_file(root: Path, candidates: list[str]) -> Path:
 
 def _csv_header(path: Path) -> list[str]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        return next(csv.reader(handle), [])
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: the header line is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}): save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from error
+    except (OSError, EOFError) as error:  # gzip: not a gzip file, or cut short
+        raise ValueError(_damaged_archive(path, error)) from error
+
+
+def _damaged_archive(path: Path, error: BaseException) -> str:
+    return (
+        f"{path}: the compressed file is truncated or damaged ({error}): download or copy it again "
+        f"(`gzip -t {path}` checks it)"
+    )
 
 
 def _resolve(available: list[str], wanted: list[str], optional: list[str], path: Path) -> dict[str, str]:
@@ -124,6 +139,8 @@ def read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = (
             table = pacsv.read_csv(path, convert_options=convert)
         except pa.ArrowInvalid as error:
             raise ValueError(f"{path}: {error}") from error
+        except OSError as error:  # pyarrow's decompression: "Truncated compressed stream"
+            raise ValueError(_damaged_archive(path, error)) from error
     return table.select(list(resolved.values())).rename_columns(list(resolved))
 
 
