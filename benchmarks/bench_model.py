@@ -11,7 +11,7 @@ Reported, all in one process on the same cores:
 
 - bare GRU floor: forward + backward of the model's two `nn.GRU` modules alone, one after the other, on
   the packed batch of the timed step (input vectors a leaf tensor requiring grad);
-- the model's own GRU pass (`_run_grus`: both GRUs as one block-diagonal GRU of width 2H, so half the
+- the model's own GRU pass (`run_grus`: both GRUs as one block-diagonal GRU of width 2H, so half the
   sequential steps of the floor) on the same input;
 - training step (forward + backward; + default AdamW step; + fused AdamW step) and inference (eval,
   `torch.inference_mode`) on one batch of 256 patients that includes the longest patient (28 visits), as
@@ -42,7 +42,7 @@ from torch.nn.utils.rnn import PackedSequence
 from shark_hf.codes import all_codes
 from shark_hf.codes import label_names as code_label_names
 from shark_hf.configuration_shark import SharkConfig
-from shark_hf.modeling_shark import SharkForDiagnosisPrediction, _packed_reverse_layout
+from shark_hf.modeling_shark import SharkForDiagnosisPrediction, packed_reverse_layout
 from shark_hf.tokenization_shark import SharkTokenizer
 
 FIGURES = ("gru_floor", "gru_pass", "forward_backward", "train_step", "train_step_fused_adamw", "inference")
@@ -116,7 +116,7 @@ def median_ms(function: Callable[[], object], repeats: int, warmup: int = 5) -> 
 
 def time_model(model: SharkForDiagnosisPrediction, batch: Batch, repeats: int) -> dict[str, float]:
     """Median ms of: bare GRU floor, our GRU pass, forward+backward, AdamW steps, inference — on `batch`."""
-    layout = _packed_reverse_layout(batch["visit_mask"])
+    layout = packed_reverse_layout(batch["visit_mask"])
     vectors = torch.randn(len(layout.patient_index), model.config.visit_dim, requires_grad=True)
 
     def gru_floor() -> None:
@@ -126,7 +126,7 @@ def time_model(model: SharkForDiagnosisPrediction, batch: Batch, repeats: int) -
         (g.sum() + h.sum()).backward()
 
     def gru_pass() -> None:
-        g, h = model._run_grus(vectors, layout.batch_sizes)
+        g, h = model.run_grus(vectors, layout.batch_sizes)
         (g.sum() + h.sum()).backward()
 
     def forward_backward() -> None:

@@ -31,15 +31,17 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
+from shark_hf.codes import cohort_codes
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
 from shark_hf.hub import push_model_and_tokenizer
+from shark_hf.metrics import HEADLINE_METRICS
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import TrainingArguments, evaluate_model, train
+from shark_hf.utils import TOKENIZER_SUBFOLDER
 
-HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 logger = logging.getLogger("cross_institution")
 
 
@@ -67,11 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate-b", type=float, default=5e-4, help="Fine-tuning learning rate.")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def cohort_codes(cohort) -> list[str]:
-    """Sorted canonical codes of every visit of every split."""
-    return sorted({code for split in cohort.values() for p in split["visits"] for v in p for code in v})
 
 
 def keep_icd10_admissions(root: Path) -> tuple[int, int]:
@@ -151,7 +148,7 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
     work = args.work / "hospital_b"
     # A's release pinned to the commit B reviewed: later pushes to `main` do not change what B builds on.
     pretrained = Path(snapshot_download(args.repo, revision=release, token=args.token))
-    tokenizer = SharkTokenizer.from_pretrained(pretrained, subfolder="tokenizer")
+    tokenizer = SharkTokenizer.from_pretrained(pretrained, subfolder=TOKENIZER_SUBFOLDER)
     codebooks = tokenizer.codebook_fingerprint
 
     raw = write_synthetic_cohort(work / "raw", "mimic4", seed=args.seed + 1, num_patients=args.patients_b)
@@ -213,7 +210,7 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
 
 
 def _headline(metrics: dict) -> dict:
-    return {key: metrics[key] for key in (*HEADLINE, "num_samples")}
+    return {key: metrics[key] for key in (*HEADLINE_METRICS, "num_samples")}
 
 
 def format_table(summary: dict) -> str:
@@ -222,9 +219,12 @@ def format_table(summary: dict) -> str:
         ("A on B's test (ICD-10, before fine-tuning)", summary["hospital_b"]["a_model_on_b_test"]),
         ("B fine-tuned, B's test (ICD-10)", summary["hospital_b"]["test"]),
     ]
-    lines = [f"| model | {' | '.join(HEADLINE)} | samples |", "|---" * (len(HEADLINE) + 2) + "|"]
+    lines = [
+        f"| model | {' | '.join(HEADLINE_METRICS)} | samples |",
+        "|---" * (len(HEADLINE_METRICS) + 2) + "|",
+    ]
     for name, m in rows:
-        values = " | ".join(f"{m[key]:.4f}" for key in HEADLINE)
+        values = " | ".join(f"{m[key]:.4f}" for key in HEADLINE_METRICS)
         lines.append(f"| {name} | {values} | {m['num_samples']} |")
     return "\n".join(lines)
 

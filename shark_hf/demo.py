@@ -15,18 +15,19 @@ from pathlib import Path
 import torch
 
 from .cards import model_card
-from .codes import ancestors
+from .codes import ancestors, cohort_codes
 from .data.cohort import build_cohort
 from .data.synthetic import write_synthetic_cohort
 from .embeddings import embed_codes
+from .metrics import HEADLINE_METRICS
 from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_code_map, plot_training_curves, plot_visit_attention
 from .tokenization_shark import SharkTokenizer
 from .training import TrainingArguments, train
+from .utils import TOKENIZER_CONFIG_NAME, TOKENIZER_SUBFOLDER
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 RUNS = {"SHARK SID": "shark", "Random ID": "random_id"}
 
 
@@ -75,7 +76,7 @@ def _fit_tokenizers(out: Path, cohort_dir: Path, seed: int) -> dict[str, Path]:
     from datasets import load_from_disk
 
     cohort = load_from_disk(str(cohort_dir))
-    codes = sorted({c for split in cohort.values() for visits in split["visits"] for v in visits for c in v})
+    codes = cohort_codes(cohort)
     print(f"[demo] embedding {len(codes)} ICD-9 descriptions (cached after the first run) ...", flush=True)
     embeddings = embed_codes(codes)
     print("[demo] fitting Residual K-Means codebooks (L=4, K=128) ...", flush=True)
@@ -99,7 +100,7 @@ def _chapter(code: str) -> str:
 
 def _write_card(model_dir: Path, path: Path) -> None:
     config = json.loads((model_dir / "config.json").read_text())
-    tokenizer_config = json.loads((model_dir / "tokenizer" / "tokenizer_config.json").read_text())
+    tokenizer_config = json.loads((model_dir / TOKENIZER_SUBFOLDER / TOKENIZER_CONFIG_NAME).read_text())
     metrics = json.loads((model_dir / "metrics.json").read_text())
     card = model_card(
         config,
@@ -115,12 +116,12 @@ def _write_metrics_table(results: dict[str, dict], path: Path) -> None:
     lines = [
         "# Built-in MIMIC-III-like cohort: test metrics",
         "",
-        "| model | " + " | ".join(HEADLINE) + " | test samples | best epoch | membership AUC |",
-        "|---|" + "---|" * (len(HEADLINE) + 3),
+        "| model | " + " | ".join(HEADLINE_METRICS) + " | test samples | best epoch | membership AUC |",
+        "|---|" + "---|" * (len(HEADLINE_METRICS) + 3),
     ]
     for name, result in results.items():
         test = result["test"]
-        cells = [f"{100 * test[k]:.2f}" for k in HEADLINE]
+        cells = [f"{100 * test[k]:.2f}" for k in HEADLINE_METRICS]
         auc = result["privacy"]["membership_inference_auc"]
         lines.append(
             f"| {name} | "
@@ -141,7 +142,7 @@ def _plot_attention(model_dir: Path, cohort_dir: Path, path: Path) -> None:
     test = load_from_disk(str(cohort_dir))["test"]
     lengths = [len(v) for v in test["visits"]]
     row = test[max(range(len(lengths)), key=lambda i: (min(lengths[i], 6), -i))]
-    tokenizer = SharkTokenizer.from_pretrained(model_dir / "tokenizer")
+    tokenizer = SharkTokenizer.from_pretrained(model_dir / TOKENIZER_SUBFOLDER)
     model = SharkForDiagnosisPrediction.from_pretrained(model_dir).eval()
     with torch.no_grad():
         prediction = model.predict(tokenizer([row["visits"]]), top_k=5)[0]

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
 from huggingface_hub.errors import (
@@ -40,6 +40,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from transformers import PreTrainedModel
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
     from httpx2 import TransportError
@@ -48,10 +49,9 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
 
 from .cards import model_card
 from .configuration_shark import SharkConfig
-from .tokenization_shark import SharkTokenizer
-
-if TYPE_CHECKING:
-    from .modeling_shark import SharkForDiagnosisPrediction
+from .tokenization_shark import CARD_NAME as TOKENIZER_CARD_NAME
+from .tokenization_shark import CONFIG_NAME, TENSORS_NAME, SharkTokenizer
+from .utils import TOKENIZER_SUBFOLDER
 
 MODEL_FILES = (
     "config.json",
@@ -63,8 +63,7 @@ MODEL_FILES = (
     "training_curves.png",
 )
 _MODEL_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-TOKENIZER_FILES = ("tokenizer_config.json", "codebooks.safetensors", "README.md")
-TOKENIZER_SUBFOLDER = "tokenizer"
+TOKENIZER_FILES = (CONFIG_NAME, TENSORS_NAME, TOKENIZER_CARD_NAME)
 CARD_NAME = "README.md"
 
 
@@ -171,7 +170,7 @@ def push_model_and_tokenizer(
 
 
 def push_model(
-    model: SharkForDiagnosisPrediction,
+    model: PreTrainedModel,
     repo_id: str,
     *,
     tokenizer: SharkTokenizer | None = None,
@@ -190,7 +189,8 @@ def push_model(
     """Push an in-memory model with the SHARK card (what `SharkForDiagnosisPrediction.push_to_hub` runs).
 
     Args:
-        model: the model to publish.
+        model: the model to publish, a `SharkForDiagnosisPrediction` (taken duck-typed: this module never
+            imports the model code, whose `push_to_hub` calls this function).
         tokenizer: its tokenizer, uploaded under `tokenizer/`. Without it the tokenizer already under
             `tokenizer/` in the revision is kept and described in the card (an error if there is none).
         metrics: the evaluation to publish (a `metrics.json` dict or path). Without it the card says the

@@ -36,6 +36,9 @@ import numpy as np
 
 DEFAULT_KS: tuple[int, ...] = (10, 20)
 
+HEADLINE_METRICS: tuple[str, ...] = ("P@10", "P@20", "Acc@10", "Acc@20")
+"""The paper's Table 2 columns: what training logs, model cards and result tables report."""
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     """Converts a numpy array, torch tensor or nested list to a numpy array (tensors: detached, on CPU)."""

@@ -48,7 +48,7 @@ class SharkOutput(ModelOutput):
 
 
 @dataclass
-class _VisitLayout:
+class VisitLayout:
     """Where each real visit of a batch goes in the reversed, packed GRU input.
 
     The N real visits are listed in `PackedSequence` order (reversed time step, then patients by decreasing
@@ -132,13 +132,13 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         """
         code_mask, visit_mask = self._check_inputs(input_ids, code_mask, visit_mask, labels)
         batch_size, num_visits = visit_mask.shape
-        layout = _packed_reverse_layout(visit_mask)
+        layout = packed_reverse_layout(visit_mask)
         patients, visits = layout.patient_index, layout.visit_index
         ids = input_ids[patients, visits]  # [N, C, L]
         self._check_id_range(ids)
         vectors = self._visit_vectors(ids, code_mask[patients, visits])  # [N, D]
 
-        g, h = self._run_grus(vectors, layout.batch_sizes)  # [N, H] each
+        g, h = self.run_grus(vectors, layout.batch_sizes)  # [N, H] each
         alpha_scores = self.alpha_proj(g).squeeze(-1)  # [N]
         beta = torch.tanh(self.beta_proj(h))  # [N, D]
 
@@ -164,7 +164,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
-    def _run_grus(
+    def run_grus(
         self, vectors: torch.FloatTensor, batch_sizes: torch.LongTensor
     ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
         """GRU_alpha and GRU_beta over the packed visits `[N, D]`, in one pass: `(g, h)`, `[N, H]` each.
@@ -368,7 +368,7 @@ class SharkForDiagnosisPrediction(SharkPreTrainedModel):
         return push_model(self, repo_id, tokenizer=tokenizer, metrics=metrics, **kwargs)
 
 
-def _packed_reverse_layout(visit_mask: torch.Tensor) -> _VisitLayout:
+def packed_reverse_layout(visit_mask: torch.Tensor) -> VisitLayout:
     """Map each real visit to its place in a `PackedSequence` of every patient's visits, newest first.
 
     Packed order is time step t (t = 0 is the newest visit) then patients by decreasing length (stable); at
@@ -381,10 +381,16 @@ def _packed_reverse_layout(visit_mask: torch.Tensor) -> _VisitLayout:
     step_index, rank_index = active.nonzero(as_tuple=True)
     patient_index = order[rank_index]
     visit_index = lengths[patient_index] - 1 - step_index
-    return _VisitLayout(patient_index, visit_index, active.sum(1).cpu())
+    return VisitLayout(patient_index, visit_index, active.sum(1).cpu())
 
 
 SharkConfig.register_for_auto_class()
 SharkForDiagnosisPrediction.register_for_auto_class("AutoModel")
 
-__all__ = ["SharkForDiagnosisPrediction", "SharkOutput", "SharkPreTrainedModel"]
+__all__ = [
+    "SharkForDiagnosisPrediction",
+    "SharkOutput",
+    "SharkPreTrainedModel",
+    "VisitLayout",
+    "packed_reverse_layout",
+]

@@ -13,87 +13,50 @@ L-tuple of IDs of each code, every ID in `[0, K)`). Three kinds build it:
 With `deduplicate=True` a last level is appended whose ID is the index of the code inside its collision group
 (the codes sharing the same Residual K-Means tuple), so every code gets a unique tuple.
 
-Folder layout written by `save_pretrained` (no pickle anywhere):
-
-- `codebooks.safetensors`: `ids` int64 `[N, L]`, and for kind "semantic" `codebooks` float32 `[L_rq, K, D]`
-  (L_rq = L, or L - 1 with the deduplication level); metadata `shark_tokenizer` = JSON `{"fingerprint",
-  "format_version"}`.
-- `tokenizer_config.json`: `format_version`, `tokenizer_class`, kind, L, K, provenance (embedding model,
-  text strategy, seed, Residual K-Means settings, per-level reconstruction errors, codebook usage),
-  `fingerprint`, and the code table `codes` (public ICD codes, in row order).
-- `README.md`: the tokenizer card rendered from `hub_cards/tokenizer_card.md`.
-
-`fingerprint` is the sha256 hex digest of, in this order: the UTF-8 header
-`"shark-tokenizer\\nkind=<kind>\\nids=<N>x<L>\\ncodebooks=<L_rq>x<K>x<D>\\nK=<K>\\n"` (`codebooks=none`
-when the kind has none), the codebooks as little-endian float32 bytes (C order), the ids as little-endian
-int64 bytes (C order), and the codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or
-codebooks and is the same before and after a save/load round trip. `codebook_fingerprint` hashes only what
-gives an ID its meaning (the same header with `levels=<L>` in place of `ids=<N>x<L>`, then the codebooks;
-for "random"/"index" it is `fingerprint`), so it survives `add_codes`.
+`save_pretrained` writes the folder described in `shark_hf.tokenizer_format` (safetensors + JSON and a card;
+no pickle anywhere); `fingerprint` and `codebook_fingerprint` are defined there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
-import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from itertools import chain, combinations, repeat
+from collections.abc import Callable, Sequence
+from itertools import chain, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, snapshot_download
-from safetensors.torch import load_file, save_file
+from huggingface_hub import ModelCard, ModelHubMixin
 from transformers import BatchEncoding
 
-from shark_hf.cards import render_card
-from shark_hf.codes import ancestors, describe, normalize_code, to_label
-from shark_hf.codes import label_names as code_label_names
+from shark_hf.cards import tokenizer_card
+from shark_hf.cluster_report import ClusterReport, ClusterStat, CrossChapterPair, cluster_report
+from shark_hf.codes import normalize_code
 from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, TextEncoder, embed_codes, load_text_encoder
 from shark_hf.rkmeans import ResidualKMeans
+from shark_hf.tokenizer_format import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    TENSORS_NAME,
+    locate_folder,
+    package_version,
+    read_files,
+    table_fingerprint,
+    write_files,
+)
+from shark_hf.utils import atomic_write_text, preview
+from shark_hf.visit_batch import check_nesting, pack_visits
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "tokenizer_config.json"
-TENSORS_NAME = "codebooks.safetensors"
 CARD_NAME = "README.md"
 CARD_TAG = "shark-tokenizer"
-FORMAT_VERSION = 1
 KINDS = ("semantic", "random", "index")
 UNKNOWN_POLICIES = ("error", "skip", "embed")
-REQUIRED_KEYS = (
-    "kind",
-    "codebook_size",
-    "embedding_model",
-    "embedding_text",
-    "deduplicated",
-    "fingerprint",
-    "codes",
-)
 SETTING_KEYS = ("seed", "rkmeans", "level_errors", "codebook_usage", "embedding_normalized")
-
-# format_version -> step turning a (config, tensors) pair of that version into the next version's layout.
-# Version 1 is the first published layout, so no step exists yet. A later layout change bumps
-# FORMAT_VERSION and registers its step here, so folders written by older releases keep loading.
-Migration = Callable[
-    [dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor]]
-]
-MIGRATIONS: dict[int, Migration] = {}
-
-
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("shark-hf")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class SharkTokenizer(
@@ -408,10 +371,10 @@ class SharkTokenizer(
             rows = np.fromiter(itemgetter(*flat)(self._row), dtype=np.int64) if len(flat) > 1 else None
             rows = np.array([self._row[code] for code in flat], dtype=np.int64) if rows is None else rows
         except (KeyError, TypeError):  # other spellings, unknown codes, or input nested the wrong way
-            _check_nesting(patients, flat)
+            check_nesting(patients, flat)
             rows = np.fromiter(map(self._row.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
             rows, table = self._resolve_unknown(flat, rows, policy)
-        return self._pack(rows + 1, table, visits_per_patient, codes_per_visit, max_visits, return_tensors)
+        return pack_visits(rows + 1, table, visits_per_patient, codes_per_visit, max_visits, return_tensors)
 
     def _resolve_unknown(
         self, flat: list[str], rows: np.ndarray, policy: str
@@ -445,56 +408,6 @@ class SharkTokenizer(
             row = self._row.get(code, extra_row.get(code, -1)) if code is not None else -1
             rows[i] = row
         return rows, table
-
-    def _pack(
-        self,
-        rows: np.ndarray,
-        table: np.ndarray,
-        visits_per_patient: np.ndarray,
-        codes_per_visit: np.ndarray,
-        max_visits: int | None,
-        return_tensors: str,
-    ) -> BatchEncoding:
-        """Scatter flat rows of `table` `[n]` (0 = drop the code) into `[B, V, C, L]`; see `__call__`."""
-        batch_size = len(visits_per_patient)
-        keep = rows > 0
-        if not keep.all():
-            visit_of_code = np.repeat(np.arange(len(codes_per_visit)), codes_per_visit)
-            codes_per_visit = np.bincount(visit_of_code[keep], minlength=len(codes_per_visit))
-            rows = rows[keep]
-        patient_of_visit = np.repeat(np.arange(batch_size), visits_per_patient)
-
-        # Number each patient's non-empty visits 0.. (oldest first); with max_visits keep the last ones.
-        nonempty = codes_per_visit > 0
-        kept_per_patient = np.bincount(patient_of_visit[nonempty], minlength=batch_size)
-        first_of_patient = np.cumsum(kept_per_patient) - kept_per_patient
-        position = np.cumsum(nonempty) - 1 - first_of_patient[patient_of_visit]
-        if max_visits is not None:
-            position -= np.maximum(kept_per_patient - max_visits, 0)[patient_of_visit]
-            kept_per_patient = np.minimum(kept_per_patient, max_visits)
-        visit_kept = nonempty & (position >= 0)
-        if not visit_kept.all():
-            rows = rows[np.repeat(visit_kept, codes_per_visit)]
-            codes_per_visit, position = codes_per_visit[visit_kept], position[visit_kept]
-            patient_of_visit = patient_of_visit[visit_kept]
-
-        num_visits = max(int(kept_per_patient.max(initial=0)), 1)
-        num_codes = max(int(codes_per_visit.max(initial=0)), 1)
-        visit_slot = patient_of_visit * num_visits + position  # flat index into [B * V]
-        code_start = np.cumsum(codes_per_visit) - codes_per_visit
-        code_slot = np.arange(len(rows)) + np.repeat(visit_slot * num_codes - code_start, codes_per_visit)
-        slot_rows = np.zeros(batch_size * num_visits * num_codes, dtype=np.int64)  # [B * V * C], 0 = padding
-        slot_rows[code_slot] = rows
-        visit_mask = np.zeros(batch_size * num_visits, dtype=bool)
-        visit_mask[visit_slot] = True
-        data = {
-            "input_ids": np.take(table, slot_rows, axis=0).reshape(batch_size, num_visits, num_codes, -1),
-            "code_mask": (slot_rows > 0).reshape(batch_size, num_visits, num_codes),
-            "visit_mask": visit_mask.reshape(batch_size, num_visits),
-        }
-        if return_tensors == "pt":
-            data = {key: torch.from_numpy(value) for key, value in data.items()}
-        return BatchEncoding(data)
 
     # ------------------------------------------------------------------ codes never seen
 
@@ -624,18 +537,10 @@ class SharkTokenizer(
     # ------------------------------------------------------------------ fingerprint and config
 
     def _fingerprint(self, with_table: bool) -> str:
-        """sha256 hex of header, codebooks and (`with_table`) ids and codes; see the module docstring."""
-        codebooks, (num_codes, num_levels) = self._codebooks, self._ids.shape
-        shape = "none" if codebooks is None else "x".join(map(str, codebooks.shape))
-        rows = f"ids={num_codes}x{num_levels}" if with_table else f"levels={num_levels}"
-        header = f"shark-tokenizer\nkind={self.kind}\n{rows}\ncodebooks={shape}\nK={self.codebook_size}\n"
-        digest = hashlib.sha256(header.encode("utf-8"))
-        if codebooks is not None:
-            digest.update(codebooks.numpy().astype("<f4", copy=False).tobytes(order="C"))
-        if with_table:
-            digest.update(self._ids_np.astype("<i8", copy=False).tobytes(order="C"))
-            digest.update("\n".join(self._codes).encode("utf-8"))
-        return digest.hexdigest()
+        """sha256 hex of header, codebooks and (`with_table`) ids and codes (`shark_hf.tokenizer_format`)."""
+        return table_fingerprint(
+            self.kind, self.codebook_size, self._ids_np, self._codes, self._codebooks, with_table
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -643,7 +548,7 @@ class SharkTokenizer(
         return {
             "format_version": FORMAT_VERSION,
             "tokenizer_class": type(self).__name__,
-            "shark_hf_version": _package_version(),
+            "shark_hf_version": package_version(),
             "kind": self.kind,
             "num_levels": self.num_levels,
             "codebook_size": self.codebook_size,
@@ -693,7 +598,7 @@ class SharkTokenizer(
             ModelCard.load(card_path, ignore_metadata_errors=True).data.tags or []
         ):
             card = self.generate_model_card(**(model_card_kwargs or {}))
-            _atomic_write(card_path, lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
+            atomic_write_text(card_path, str(card))
         else:
             logger.warning("%s is not a SharkTokenizer card: left unchanged", card_path)
         if push_to_hub:
@@ -707,12 +612,7 @@ class SharkTokenizer(
         tensors = {"ids": self._ids}
         if self._codebooks is not None:
             tensors["codebooks"] = self._codebooks
-        # One metadata key: safetensors orders several keys arbitrarily, and saves must be byte-identical.
-        header = {"format_version": FORMAT_VERSION, "fingerprint": self.fingerprint}
-        metadata = {"shark_tokenizer": json.dumps(header, sort_keys=True)}
-        _atomic_write(save_directory / TENSORS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-        text = json.dumps(self.config, indent=2, ensure_ascii=False) + "\n"
-        _atomic_write(save_directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_files(save_directory, tensors, self.config, self.fingerprint)
 
     def push_to_hub(
         self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any
@@ -745,69 +645,20 @@ class SharkTokenizer(
             ValueError: the files are from another library, another `format_version` that cannot be
                 migrated, or are inconsistent (fingerprint mismatch).
         """
-        return cls._from_pretrained(
-            model_id=str(pretrained_model_name_or_path),
+        folder, where = locate_folder(
+            str(pretrained_model_name_or_path),
+            subfolder=subfolder,
             revision=revision,
             cache_dir=cache_dir,
             force_download=force_download,
             local_files_only=local_files_only,
             token=token,
-            subfolder=subfolder,
         )
-
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        subfolder: str | None = None,
-    ) -> SharkTokenizer:
-        if os.path.isdir(model_id):
-            folder = Path(model_id) / (subfolder or "")
-            where = str(folder)
-        elif os.path.exists(model_id) or model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
-            raise FileNotFoundError(f"{model_id} is not a SharkTokenizer folder: no such directory")
-        else:
-            # One snapshot: both files come from the same commit even while the branch moves.
-            prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-            root = snapshot_download(
-                model_id,
-                revision=revision,
-                allow_patterns=[prefix + CONFIG_NAME, prefix + TENSORS_NAME],
-                cache_dir=cache_dir,
-                force_download=force_download,
-                local_files_only=local_files_only,
-                token=token,
-            )
-            folder = Path(root) / prefix
-            where = f"Hub repo {model_id!r}" + (f" subfolder {subfolder!r}" if subfolder else "")
-            where += f" at revision {revision!r}" if revision else ""
         return cls._load_folder(folder, where)
 
     @classmethod
     def _load_folder(cls, folder: Path, where: str) -> SharkTokenizer:
-        for name in (CONFIG_NAME, TENSORS_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{where} is not a SharkTokenizer folder: it has no {name}")
-        try:
-            config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}/{CONFIG_NAME} is not valid JSON: {error}") from error
-        if not isinstance(config, dict) or config.get("tokenizer_class") != cls.__name__:
-            found = config.get("tokenizer_class") if isinstance(config, dict) else type(config).__name__
-            raise ValueError(
-                f"{where}/{CONFIG_NAME} is not a SharkTokenizer config (tokenizer_class is {found!r})"
-            )
-        config, tensors = _migrate(config, load_file(folder / TENSORS_NAME), where)
-        missing = [key for key in REQUIRED_KEYS if key not in config]
-        missing += [] if "ids" in tensors else [f"{TENSORS_NAME}: ids"]
-        if missing:
-            raise ValueError(f"{where}: incomplete SharkTokenizer files, missing {missing}")
+        config, tensors = read_files(folder, where, cls.__name__)
         tokenizer = cls(
             config["codes"],
             tensors["ids"],
@@ -834,36 +685,7 @@ class SharkTokenizer(
 
         Keyword arguments override card metadata (`license`, ...) or template values (`repo_id`, `subfolder`).
         """
-        metadata = self._hub_mixin_info.model_card_data.to_dict()
-        for key in list(kwargs):
-            if key in ("license", "license_name", "license_link", "language", "tags"):
-                metadata[key] = kwargs.pop(key)
-        systems = Counter(code.split(":", 1)[0] for code in self._codes)
-        examples = self._codes[:3]
-        context = {
-            "repo_id": None,
-            "subfolder": None,
-            "example_visits": [examples[:2], examples[2:]] if len(examples) == 3 else [examples],
-            "kind": self.kind,
-            "num_codes": len(self),
-            "systems": dict(sorted(systems.items())),
-            "num_levels": self.num_levels,
-            "codebook_size": self.codebook_size,
-            "embedding_dim": self.embedding_dim,
-            "embedding_model": self.embedding_model,
-            "embedding_text": self.embedding_text,
-            "deduplicated": self.deduplicated,
-            "seed": self.settings.get("seed"),
-            "level_errors": self.settings.get("level_errors", []),
-            "codebook_usage": self.settings.get("codebook_usage", []),
-            "collision_rate": self.collision_rate,
-            "fingerprint": self.fingerprint,
-            "codebook_fingerprint": self.codebook_fingerprint,
-            "format_version": FORMAT_VERSION,
-            "shark_hf_version": _package_version(),
-            **kwargs,
-        }
-        return render_card("tokenizer_card.md", ModelCardData(**metadata), **context)
+        return tokenizer_card(self.config, self._hub_mixin_info.model_card_data.to_dict(), **kwargs)
 
     # ------------------------------------------------------------------ interpretability
 
@@ -875,202 +697,18 @@ class SharkTokenizer(
         max_pairs: int = 1000,
     ) -> ClusterReport:
         """Per-level clusters with their purity (paper Table 4) and cross-chapter codes sharing finer IDs
-        (paper Table 5).
+        (paper Table 5), over the semantic levels (the deduplication level is ignored).
 
-        A level-l cluster is the set of codes whose l-th ID is j (the other levels are free: `[-, j, -, -]`).
-        Its purity is (codes carrying its majority label) / (codes in it); codes whose label is unknown count
-        in the size but never form the majority.
-
-        Args:
-            label_fn: code -> category; default the single-level CCS category (`to_label(code, "ccs")`).
-            label_names: category -> readable name; default the CCS names when `label_fn` is the default.
-            min_size: clusters smaller than this are left out.
-            max_pairs: at most this many cross-chapter pairs are listed (`num_cross_chapter_pairs` counts
-                all of them).
-
-        Cross-chapter pairs: two codes of the same code system whose ICD chapters differ and whose IDs at
-        levels 2..L_rq are identical (level 1 may differ; the deduplication level is ignored). Empty when
-        L_rq < 2.
+        See `shark_hf.cluster_report.cluster_report` for the arguments and definitions.
         """
-        if label_fn is None:
-            label_fn = _ccs_label
-            label_names = _ccs_names() if label_names is None else label_names
-        labels = [_safe(label_fn, code) for code in self._codes]
-        clusters = _level_clusters(
-            self._ids_np[:, : self._semantic_levels], labels, label_names or {}, min_size
+        return cluster_report(
+            self._codes,
+            self._ids_np[:, : self.num_levels - int(self.deduplicated)],
+            label_fn=label_fn,
+            label_names=label_names,
+            min_size=min_size,
+            max_pairs=max_pairs,
         )
-        pairs, total = self._cross_chapter_pairs(max_pairs)
-        return ClusterReport(
-            num_levels=self._semantic_levels,
-            clusters=clusters,
-            cross_chapter_pairs=pairs,
-            num_cross_chapter_pairs=total,
-        )
-
-    @property
-    def _semantic_levels(self) -> int:
-        return self.num_levels - int(self.deduplicated)
-
-    def _cross_chapter_pairs(self, max_pairs: int) -> tuple[list[CrossChapterPair], int]:
-        """Up to `max_pairs` cross-chapter pairs (ordered by shared IDs, then rows) and the number of all."""
-        finer = self._ids_np[:, 1 : self._semantic_levels]
-        if finer.shape[1] == 0:
-            return [], 0
-        _, group, counts = np.unique(finer, axis=0, return_inverse=True, return_counts=True)
-        members: dict[int, list[int]] = {}
-        for row in np.flatnonzero(counts[group.reshape(-1)] > 1):
-            members.setdefault(int(group[row]), []).append(int(row))
-        pairs, total = [], 0
-        for rows in sorted(members.values(), key=lambda rows: finer[rows[0]].tolist()):
-            # (row, (system, chapter)) of the group's codes whose chapter is known
-            placed = [
-                (row, (self._codes[row].split(":", 1)[0], _safe(_chapter, self._codes[row]))) for row in rows
-            ]
-            placed = [(row, key) for row, key in placed if key[1] is not None]
-            total += _count_cross_chapter(key for _, key in placed)
-            for (a, (system_a, chapter_a)), (b, (system_b, chapter_b)) in combinations(placed, 2):
-                if len(pairs) == max_pairs:
-                    break
-                if system_a == system_b and chapter_a != chapter_b:
-                    pairs.append(
-                        CrossChapterPair(
-                            codes=(self._codes[a], self._codes[b]),
-                            descriptions=(_safe(describe, self._codes[a]), _safe(describe, self._codes[b])),
-                            chapters=(chapter_a, chapter_b),
-                            shared_ids=tuple(int(x) for x in finer[a]),
-                        )
-                    )
-        return pairs, total
-
-
-# ---------------------------------------------------------------------- interpretability report
-
-
-@dataclass
-class ClusterStat:
-    """One cluster of one level: `cluster` is the ID at `level` (1-based: the paper's `[-, j, -, -]`)."""
-
-    level: int
-    cluster: int
-    size: int
-    majority_label: str | None
-    majority_name: str | None
-    majority_count: int
-
-    @property
-    def purity(self) -> float:
-        return self.majority_count / self.size
-
-
-@dataclass
-class CrossChapterPair:
-    """Two codes from different ICD chapters whose IDs at levels 2..L are identical (`shared_ids`)."""
-
-    codes: tuple[str, str]
-    descriptions: tuple[str | None, str | None]
-    chapters: tuple[str, str]
-    shared_ids: tuple[int, ...]
-
-
-@dataclass
-class ClusterReport:
-    """Output of `SharkTokenizer.cluster_report`: as data (`to_dict`) and as text (`str`, `format`)."""
-
-    num_levels: int
-    clusters: list[ClusterStat] = field(default_factory=list)
-    cross_chapter_pairs: list[CrossChapterPair] = field(default_factory=list)
-    num_cross_chapter_pairs: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for cluster, stat in zip(data["clusters"], self.clusters, strict=True):
-            cluster["purity"] = stat.purity
-        return data
-
-    def format(self, top: int = 10) -> str:
-        """Text tables: per level the `top` purest clusters (ties: larger first), then cross-chapter pairs."""
-        lines = [f"{'Cluster ID':<24} {'Size':>5} {'Purity':>16}  Majority category"]
-        for level in range(1, self.num_levels + 1):
-            stats = [stat for stat in self.clusters if stat.level == level]
-            stats.sort(key=lambda stat: (-stat.purity, -stat.size, stat.cluster))
-            for stat in stats[:top]:
-                slots = ["-"] * self.num_levels
-                slots[level - 1] = str(stat.cluster)
-                label = ": ".join(filter(None, (stat.majority_label, stat.majority_name))) or "(no label)"
-                purity = f"{stat.majority_count}/{stat.size} ({stat.purity:.0%})"
-                lines.append(f"{'[' + ', '.join(slots) + ']':<24} {stat.size:>5} {purity:>16}  {label}")
-        lines.append("")
-        lines.append(
-            f"Codes from different ICD chapters sharing IDs at levels 2..{self.num_levels}: "
-            f"{self.num_cross_chapter_pairs} pairs"
-        )
-        for pair in self.cross_chapter_pairs[:top]:
-            shared = "[-, " + ", ".join(map(str, pair.shared_ids)) + "]"
-            for code, description, chapter in zip(pair.codes, pair.descriptions, pair.chapters, strict=True):
-                lines.append(f"  {code:<16} {chapter:<10} {shared:<22} {description or ''}")
-            lines.append("")
-        return "\n".join(lines).rstrip() + "\n"
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-def _level_clusters(
-    ids: np.ndarray, labels: list[str | None], names: dict[str, str], min_size: int
-) -> list[ClusterStat]:
-    """Clusters of each level `[N, L]` with at least `min_size` codes, by (level, cluster ID)."""
-    stats = []
-    for level in range(ids.shape[1]):
-        members: dict[int, list[str | None]] = {}
-        for cluster, label in zip(ids[:, level].tolist(), labels, strict=True):
-            members.setdefault(cluster, []).append(label)
-        for cluster in sorted(members):
-            cluster_labels = members[cluster]
-            if len(cluster_labels) < min_size:
-                continue
-            counts = Counter(label for label in cluster_labels if label is not None)
-            # Majority: the most frequent label; ties broken by the label's text, for a stable report.
-            majority, count = min(counts.items(), key=lambda item: (-item[1], item[0]), default=(None, 0))
-            stats.append(
-                ClusterStat(
-                    level=level + 1,
-                    cluster=cluster,
-                    size=len(cluster_labels),
-                    majority_label=majority,
-                    majority_name=names.get(majority) if majority is not None else None,
-                    majority_count=count,
-                )
-            )
-    return stats
-
-
-def _count_cross_chapter(keys: Iterable[tuple[str, str]]) -> int:
-    """Pairs of (system, chapter) keys with the same system and different chapters."""
-    keys = list(keys)
-    per_system = Counter(system for system, _ in keys)
-    per_chapter = Counter(keys)
-    same_system = sum(n * (n - 1) // 2 for n in per_system.values())
-    return same_system - sum(n * (n - 1) // 2 for n in per_chapter.values())
-
-
-def _ccs_label(code: str) -> str:
-    return to_label(code, "ccs")
-
-
-def _ccs_names() -> dict[str, str]:
-    return code_label_names("ccs")
-
-
-def _chapter(code: str) -> str:
-    return ancestors(code)[0].code
-
-
-def _safe(function: Callable[[str], Any], code: str) -> Any:
-    """`function(code)`, or None when the code has no such entry (KeyError / ValueError)."""
-    try:
-        return function(code)
-    except (KeyError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------- validation helpers
@@ -1121,79 +759,28 @@ def _collision_index(ids: torch.Tensor, codebook_size: int, codes: list[str]) ->
     return torch.from_numpy(index)
 
 
-def _check_nesting(patients: Sequence[Sequence[Sequence[str]]], flat: list[Any]) -> None:
-    """Raise a TypeError when `patients` is not a list of patients -> visits -> code strings."""
-    for index, patient in enumerate(patients):
-        if isinstance(patient, str) or any(isinstance(visit, str) for visit in patient):
-            raise TypeError(
-                f"patient {index} is not a list of visits (lists of codes): got {str(patient)[:80]}; "
-                "to encode one patient, pass [patient]"
-            )
-    not_codes = [code for code in flat if not isinstance(code, str)]
-    if not_codes:
-        raise TypeError(f"codes must be strings, got {type(not_codes[0]).__name__} {str(not_codes[0])[:80]}")
-
-
-def _preview(items: list[str], limit: int = 20) -> str:
-    """`[a, b, ...]` with at most `limit` items, then how many there are in all."""
-    shown = ", ".join(items[:limit])
-    return f"[{shown}" + (f", ... ({len(items)} in all)]" if len(items) > limit else "]")
-
-
 def _unknown_message(unknown: list[str], invalid: dict[str, str]) -> str:
     parts = []
     if unknown:
-        parts.append(f"{len(unknown)} codes not in the tokenizer: {_preview(unknown)}")
+        parts.append(f"{len(unknown)} codes not in the tokenizer: [{preview(unknown)}]")
     if invalid:
-        parts.append(f"{len(invalid)} strings that are not valid codes: {_preview(sorted(invalid))}")
+        parts.append(f"{len(invalid)} strings that are not valid codes: [{preview(sorted(invalid))}]")
     return (
         "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
     )
-
-
-def _migrate(
-    config: dict[str, Any], tensors: dict[str, torch.Tensor], where: str
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Bring a loaded (config, tensors) pair to `FORMAT_VERSION`, or say exactly why it cannot be."""
-    version = config.get("format_version")
-    if version is None:
-        raise ValueError(
-            f"{where}/{CONFIG_NAME} has no format_version: it was not written by "
-            "SharkTokenizer.save_pretrained (every shark-hf release writes one; this release reads "
-            f"format_version {FORMAT_VERSION})"
-        )
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ValueError(f"{where}/{CONFIG_NAME}: format_version must be an integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{where} was written by shark-hf {config.get('shark_hf_version', '(unknown version)')} with "
-            f"tokenizer format_version {version}; this shark-hf {_package_version()} reads format_version <= "
-            f"{FORMAT_VERSION}: upgrade shark-hf (pip install -U shark-hf)"
-        )
-    while version < FORMAT_VERSION:
-        if version not in MIGRATIONS:
-            raise ValueError(
-                f"{where}: tokenizer format_version {version} cannot be migrated: no migration step from "
-                f"version {version} (known steps: {sorted(MIGRATIONS)}; current version {FORMAT_VERSION})"
-            )
-        config, tensors = MIGRATIONS[version](dict(config), dict(tensors))
-        version += 1
-        config["format_version"] = version
-    return config, tensors
-
-
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call `write(tmp)` on a temporary path in `path`'s folder, then move it over `path` in one step."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _describe_tensor(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {list(value.shape)}"
     return type(value).__name__
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "TENSORS_NAME",
+    "ClusterReport",
+    "ClusterStat",
+    "CrossChapterPair",
+    "SharkTokenizer",
+]

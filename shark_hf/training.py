@@ -7,7 +7,9 @@ validation P@10 with early stopping, and writes into `args.output_dir`:
 ```
 config.json  model.safetensors  *.py         the best model (`save_pretrained`, with its remote code)
 tokenizer/                                   its tokenizer (`SharkTokenizer.save_pretrained`)
-metrics.json                                 test and validation metrics of the best model, privacy audit
+metrics.json                                 test and validation metrics of the best model, privacy audit,
+                                             the non-learned baselines (`shark_hf.baselines`), the best of
+                                             them on validation and the model's test lift over it
 log.jsonl                                    one JSON object per epoch (losses, validation metrics)
 training_curves.png                          train/validation loss and validation P@10 per epoch
 checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders, with trainer_state.json and
@@ -30,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -43,14 +44,16 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .baselines import baseline_summary, evaluate_baselines, fit_baselines
 from .codes import label_names as code_label_names
-from .configuration_shark import TOKENIZER_KIND_TO_REPRESENTATION, SharkConfig
+from .configuration_shark import SharkConfig
 from .data.collator import VisitCollator
-from .metrics import compute_metrics
+from .metrics import HEADLINE_METRICS, compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_training_curves
 from .privacy import membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
+from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
 REPORT_KS = (5, 10, 15, 20, 25, 30)
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
-_HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
+EMBEDDING_WEIGHT = "code_embeddings.weight"  # the codeword (or, for `learned`, per-code) table [L*K, d]
 # Options that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
 
@@ -174,11 +177,41 @@ def load_cohort(args: TrainingArguments) -> DatasetDict:
 
 
 def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]:
-    """Ordered {label: name} of the label space; for `code`, the sorted labels seen in the cohort."""
+    """Ordered {label: name} of the label space; for `code`, the sorted labels of the TRAINING split (a
+    label never seen in training cannot be learned; `restrict_labels` leaves it out of the other splits)."""
     if label_space != "code":
         return code_label_names(label_space)
-    seen = sorted({label for split in cohort.values() for labels in split["labels"] for label in labels})
+    seen = sorted({label for labels in cohort["train"]["labels"] for label in labels})
     return {label: label for label in seen}
+
+
+def restrict_labels(split: Dataset, label_names: dict[str, str]) -> tuple[Dataset, int]:
+    """`split` with every target label outside `label_names` removed, and how many were removed."""
+    known = set(label_names)
+    removed = sum(label not in known for labels in split["labels"] for label in labels)
+    if not removed:
+        return split, 0
+    kept = split.map(
+        lambda row: {"labels": [label for label in row["labels"] if label in known]}, keep_in_memory=True
+    )
+    return kept, removed
+
+
+def _restrict_evaluation_labels(
+    cohort: DatasetDict, label_names: dict[str, str]
+) -> tuple[DatasetDict, dict[str, int]]:
+    """The cohort with `restrict_labels` applied to validation and test, and the counts removed."""
+    removed = {}
+    cohort = DatasetDict(cohort)
+    for split in ("validation", "test"):
+        cohort[split], removed[split] = restrict_labels(cohort[split], label_names)
+        if removed[split]:
+            logger.warning(
+                "%d %s target labels are not in the label space (never seen in training): left out",
+                removed[split],
+                split,
+            )
+    return cohort, removed
 
 
 def make_dataloader(
@@ -228,7 +261,7 @@ def build_model(
         "are not used)",
         args.init_from,
     )
-    _record_tokenizer(pretrained.config, tokenizer)
+    pretrained.config.record_tokenizer(tokenizer)
     old_labels = [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)]
     if old_labels == list(label_names):
         logger.info("Same %d %s labels: the prediction head is kept", len(old_labels), args.label_space)
@@ -241,14 +274,6 @@ def build_model(
         len(label_names),
     )
     return _with_new_head(pretrained, label_names, args.label_space), True
-
-
-def _record_tokenizer(config: SharkConfig, tokenizer: SharkTokenizer) -> None:
-    """Make `config` name `tokenizer` (after `check_tokenizer` accepted it), as `from_tokenizer` does."""
-    config.tokenizer_kind = tokenizer.kind
-    config.code_representation = TOKENIZER_KIND_TO_REPRESENTATION[tokenizer.kind]
-    config.tokenizer_fingerprint = tokenizer.fingerprint
-    config.tokenizer_codebook_fingerprint = getattr(tokenizer, "codebook_fingerprint", tokenizer.fingerprint)
 
 
 def _with_new_head(
@@ -274,6 +299,28 @@ def _with_new_head(
             f"cannot transfer the weights of the pretrained model: missing {missing}, unexpected {unexpected}"
         )
     return model
+
+
+def zero_unseen_code_rows(
+    model: SharkForDiagnosisPrediction, tokenizer: SharkTokenizer, train: Dataset
+) -> int:
+    """For a per-code table (`code_representation="learned"`): zero the embedding row of every tokenizer
+    code absent from the training split's visits, and return how many rows were zeroed.
+
+    Such a row never receives a gradient, so it would keep its random initialisation and feed noise for
+    codes first met in validation or test; a zero row (the unknown-code vector) stays zero under AdamW.
+    """
+    if model.config.code_representation != "learned":
+        return 0
+    seen = {code for visits in train["visits"] for visit in visits for code in visit}
+    rows = [row for row, code in enumerate(tokenizer.codes) if code not in seen]
+    rows = tokenizer.ids[rows, 0] if rows else torch.zeros(0, dtype=torch.int64)
+    with torch.no_grad():
+        model.get_parameter(EMBEDDING_WEIGHT)[rows] = 0.0
+    logger.info(
+        "%d of %d codes never occur in training: their embedding rows are zero", len(rows), len(tokenizer)
+    )
+    return len(rows)
 
 
 def label_frequency_bias(split: Dataset, label_names: dict[str, str]) -> torch.Tensor:
@@ -328,8 +375,13 @@ def predict_scores(
 
 
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> dict[str, float | int]:
-    """`shark_hf.metrics.compute_metrics` of sigmoid(logits) `[N, C]` against labels `[N, C]`, plus `loss`."""
-    return {"loss": loss, **compute_metrics(torch.sigmoid(logits), labels, ks=REPORT_KS)}
+    """`shark_hf.metrics.compute_metrics` of logits `[N, C]` against labels `[N, C]`, plus `loss`.
+
+    Ranking metrics and AUC use the logits themselves: sigmoid is monotone, so they equal those of the
+    probabilities computed exactly, whereas float32 probabilities saturate (every logit above ~17 becomes
+    1.0) and would tie labels the logits order. F1 thresholds the logits at 0, i.e. probabilities at 0.5.
+    """
+    return {"loss": loss, **compute_metrics(logits, labels, ks=REPORT_KS, threshold=0.0)}
 
 
 def evaluate_split(
@@ -347,8 +399,10 @@ def evaluate_model(
     max_visits: int | None = None,
 ) -> dict[str, float | int]:
     """Metrics of a trained model on one cohort split, in this process (no launcher needed). With the
-    run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split."""
+    run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split (target
+    labels outside the model's label space are left out, as `train` does)."""
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    split, _ = restrict_labels(split, dict.fromkeys(labels))  # as `train` does: labels it never saw
     collator = VisitCollator(tokenizer, labels, max_visits=max_visits)
     accelerator = Accelerator()
     loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
@@ -385,7 +439,10 @@ def train(args: TrainingArguments) -> dict:
     cohort = load_cohort(args)
     tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
     label_names = resolve_label_names(cohort, args.label_space)
+    cohort, labels_left_out = _restrict_evaluation_labels(cohort, label_names)
     model, new_head = build_model(args, tokenizer, label_names)
+    if args.init_from is None:
+        zero_unseen_code_rows(model, tokenizer, cohort["train"])
     if new_head and args.label_frequency_bias:
         init_head_bias(model, label_frequency_bias(cohort["train"], label_names))
     collator = VisitCollator(tokenizer, label_names, max_visits=args.max_visits)
@@ -402,7 +459,11 @@ def train(args: TrainingArguments) -> dict:
         validation = evaluate_split(model, loaders["validation"], accelerator)
         _end_epoch(args, accelerator, model, state, train_loss, validation)
     train_seconds = time.perf_counter() - start
-    results = _final_results(args, accelerator, loaders, state, train_seconds)
+    extra = {
+        "labels_outside_label_space": labels_left_out,
+        **heuristics(cohort, label_names, args.label_space),
+    }
+    results = _final_results(args, accelerator, loaders, state, train_seconds, extra)
     accelerator.end_training()
     return results
 
@@ -454,7 +515,7 @@ def _start_run(
     """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(Path(args.output_dir) / "tokenizer")
+        tokenizer.save_pretrained(Path(args.output_dir) / TOKENIZER_SUBFOLDER)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
         params = sum(p.numel() for p in model.parameters())
         logger.info(
@@ -551,10 +612,24 @@ def _end_epoch(
     accelerator.wait_for_everyone()
 
 
+def heuristics(cohort: DatasetDict, label_names: dict[str, str], label_space: str) -> dict:
+    """`shark_hf.baselines.evaluate_baselines` on validation and test (settings chosen on validation)."""
+    fitted = fit_baselines(cohort["train"], cohort["validation"], label_names, label_space)
+    return evaluate_baselines(fitted, cohort, ("validation", "test"), ks=REPORT_KS)
+
+
 def _final_results(
-    args: TrainingArguments, accelerator: Accelerator, loaders: dict, state: TrainerState, seconds: float
+    args: TrainingArguments,
+    accelerator: Accelerator,
+    loaders: dict,
+    state: TrainerState,
+    seconds: float,
+    extra: dict,
 ) -> dict:
-    """Evaluate the saved best model on validation and test, audit it, write metrics.json and the plot."""
+    """Evaluate the saved best model on validation and test, audit it, write metrics.json and the plot.
+
+    `extra` holds `labels_outside_label_space` and the `heuristics` report; the model's test lift over
+    the best heuristic is added (`shark_hf.baselines.baseline_summary`)."""
     output_dir = Path(args.output_dir)
     best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
     test_logits, test_labels, test_loss = predict_scores(best, loaders["test"], accelerator)
@@ -566,13 +641,23 @@ def _final_results(
         "validation": evaluate_split(best, loaders["validation"], accelerator),
         "test": split_metrics(test_logits, test_labels, test_loss),
         "privacy": membership_audit(best, loaders["members"], test_logits, test_labels, accelerator),
-        "args": asdict(args),
+        "labels_outside_label_space": extra["labels_outside_label_space"],
     }
+    results.update(baseline_summary(extra, results["test"]))
+    results["args"] = asdict(args)
     if accelerator.is_main_process:
         _write_json(output_dir / "metrics.json", results)
         plot_training_curves({output_dir.name: state.history}, output_dir / "training_curves.png")
         logger.info(
-            "Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f", *(results["test"][k] for k in _HEADLINE)
+            "Test P@10 %.4f  P@20 %.4f  Acc@10 %.4f  Acc@20 %.4f",
+            *(results["test"][k] for k in HEADLINE_METRICS),
+        )
+        best_heuristic = results["best_baseline"]
+        logger.info(
+            "Best heuristic on validation: %s, test P@10 %.4f; the model's lift over it: %+.4f",
+            best_heuristic,
+            results["baselines"][best_heuristic]["test"][SELECTION_METRIC],
+            results["lift_over_best_baseline"][SELECTION_METRIC],
         )
     return results
 
@@ -617,10 +702,9 @@ def _restore_outputs(args: TrainingArguments, folder: Path, state: TrainerState)
     output_dir = Path(args.output_dir)
     if (folder / BEST_MODEL).is_dir():
         SharkForDiagnosisPrediction.from_pretrained(folder / BEST_MODEL).save_pretrained(output_dir)
-    lines = "".join(json.dumps(record) + "\n" for record in state.history)
-    tmp = output_dir / "log.jsonl.tmp"
-    tmp.write_text(lines)
-    os.replace(tmp, output_dir / "log.jsonl")
+    atomic_write_text(
+        output_dir / "log.jsonl", "".join(json.dumps(record) + "\n" for record in state.history)
+    )
 
 
 def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
@@ -644,9 +728,7 @@ def _latest_checkpoint(folder: Path) -> Path:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def _available_trackers() -> list[str] | None:

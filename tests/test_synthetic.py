@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shark_hf.cli import main
 from shark_hf.codes import to_label
 from shark_hf.data.cohort import build_cohort
-from shark_hf.data.synthetic import SCALES, cohort_statistics, format_statistics, main, write_synthetic_cohort
+from shark_hf.data.synthetic import SCALES, cohort_statistics, format_statistics, write_synthetic_cohort
 
 MIMIC3_FILES = ("ADMISSIONS.csv", "DIAGNOSES_ICD.csv", "synthetic_cohort.json")
 
@@ -226,10 +227,40 @@ def test_bad_arguments(tmp_path):
         cohort_statistics(tmp_path)
 
 
+def test_statistics_leave_out_and_count_the_rows_the_builders_cannot_use(tmp_path):
+    (tmp_path / "ADMISSIONS.csv").write_text(
+        '"ROW_ID","SUBJECT_ID","HADM_ID","ADMITTIME"\n'
+        "1,1,101,2100-01-05 10:00:00\n"
+        "2,1,102,2100-03-01 10:00:00\n"
+        "3,1,103,not a date\n"
+    )
+    (tmp_path / "DIAGNOSES_ICD.csv").write_text(
+        '"ROW_ID","SUBJECT_ID","HADM_ID","SEQ_NUM","ICD9_CODE"\n'
+        '1,1,101,1,"4019"\n2,1,102,1,"4019"\n3,1,102,2,"XYZ"\n4,1,103,1,"5849"\n5,1,999,1,"5849"\n'
+    )
+    stats = cohort_statistics(tmp_path, "mimic3")
+    # Unusable: admission 103 (bad date), code XYZ, and the diagnoses of 103 and of the unknown 999.
+    assert (stats["file_patients"], stats["file_visits"], stats["file_rows"], stats["unusable_rows"]) == (
+        1,
+        3,
+        5,
+        4,
+    )
+    assert (stats["patients"], stats["visits"], stats["unique_codes"], stats["codes_per_visit"]) == (
+        1,
+        2,
+        1,
+        1.0,
+    )
+    assert format_statistics(stats).startswith(
+        "files: 1 patients, 3 admissions, 5 diagnosis rows (4 rows unusable)\n"
+    )
+
+
 def test_command_line(tmp_path, capsys):
-    assert main(["--scale", "mimic3", "--out", str(tmp_path), "--num-patients", "50", "--stats"]) == 0
+    out_dir = tmp_path / "raw"
+    assert main(["build-dataset", "synthetic", "--out", str(out_dir), "--num-patients", "50", "--stats"]) == 0
     out = capsys.readouterr().out
-    assert f"wrote the mimic3 cohort (seed 0) to {tmp_path}" in out
+    assert f"Wrote a built-in mimic3-like cohort in MIMIC-III format -> {out_dir}" in out
     assert re.search(r"\npatients +50\n", out)
-    stats = cohort_statistics(tmp_path)
-    assert format_statistics(stats) in out
+    assert format_statistics(cohort_statistics(out_dir)) in out

@@ -22,11 +22,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from shark_hf.baselines import BASELINES, evaluate_baselines, fit_baselines
+from shark_hf.codes import label_names
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main
+from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main, split_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SIZE, BATCH_SIZE = 84, 16  # 6 batches per epoch: 5 of 16 and one of 4
@@ -120,6 +122,29 @@ def test_train_end_to_end(ws, reference):
     privacy = metrics["privacy"]
     assert 0.0 <= privacy["membership_inference_auc"] <= 1.0
     assert (privacy["members"], privacy["nonmembers"]) == (TRAIN_SIZE, 24)
+
+
+def test_metrics_json_carries_the_heuristics_and_the_lift_over_the_best(ws, reference):
+    metrics = read_json(reference.dir / "metrics.json")
+    cohort = ws.cohorts["ccs"]
+    fitted = fit_baselines(cohort["train"], cohort["validation"], label_names("ccs"), "ccs")
+    expected = evaluate_baselines(fitted, cohort, ("validation", "test"), ks=REPORT_KS)
+    assert metrics["baselines"] == json.loads(json.dumps(expected["baselines"]))
+    best = metrics["best_baseline"]
+    assert best == expected["best_baseline"] in BASELINES
+    lift = metrics["lift_over_best_baseline"]
+    assert lift["P@10"] == metrics["test"]["P@10"] - metrics["baselines"][best]["test"]["P@10"]
+    assert {f"{m}@{k}" for m in ("P", "Acc", "R") for k in REPORT_KS} == lift.keys()
+    assert metrics["labels_outside_label_space"] == {"validation": 0, "test": 0}
+
+
+def test_metrics_rank_on_logits_not_on_saturated_probabilities():
+    # sigmoid(20) and sigmoid(30) are both 1.0 in float32: probabilities would tie and rank label 0 first.
+    logits = torch.tensor([[20.0, 30.0, -5.0]])
+    assert torch.sigmoid(logits)[0, 0] == torch.sigmoid(logits)[0, 1] == 1.0
+    metrics = split_metrics(logits, torch.tensor([[0.0, 1.0, 0.0]]), loss=0.0)
+    assert (metrics["P@5"], metrics["micro_auc"]) == (1.0, 1.0)
+    assert metrics["micro_f1"] == 2 / 3  # logits >= 0 (probability >= 0.5): labels 0 and 1 predicted
 
 
 def _free_port():
@@ -252,7 +277,9 @@ def test_fine_tune_with_new_label_space_reinitialises_head(ws, reference, tmp_pa
             space="code",
         )
     )
-    labels = sorted({x for s in ws.cohorts["code"].values() for labels in s["labels"] for x in labels})
+    labels = sorted({x for labels in ws.cohorts["code"]["train"]["labels"] for x in labels})  # train only
+    everywhere = {x for s in ws.cohorts["code"].values() for labels in s["labels"] for x in labels}
+    assert len(everywhere) > len(labels)  # validation and test hold labels never seen in training
     message = (
         f"Label space changed from ccs (283 labels) to code ({len(labels)} labels): "
         "the prediction head is re-initialised"
@@ -270,6 +297,32 @@ def test_fine_tune_with_new_label_space_reinitialises_head(ws, reference, tmp_pa
             assert torch.equal(pretrained[key], tuned[key]), key
     names = dict.fromkeys(labels)
     assert torch.equal(tuned["classifier.bias"], label_frequency_bias(ws.cohorts["code"]["train"], names))
+
+
+def test_code_label_space_evaluates_without_labels_unseen_in_training(ws, tmp_path):
+    results = main(flags(ws, tmp_path / "code", "--num_epochs", "1", space="code"))
+    train_labels = {x for labels in ws.cohorts["code"]["train"]["labels"] for x in labels}
+    for split in ("validation", "test"):
+        unseen = sum(x not in train_labels for labels in ws.cohorts["code"][split]["labels"] for x in labels)
+        assert results["labels_outside_label_space"][split] == unseen > 0
+    model = SharkForDiagnosisPrediction.from_pretrained(tmp_path / "code")
+    tokenizer = SharkTokenizer.from_pretrained(tmp_path / "code" / "tokenizer")
+    test = evaluate_model(model, tokenizer, ws.cohorts["code"]["test"], batch_size=EVAL_BATCH_SIZE)
+    assert test == results["test"]
+
+
+def test_learned_table_zeroes_codes_unseen_in_training(ws, tmp_path):
+    cohort = ws.cohorts["ccs"]
+    codes = {s: {c for p in cohort[s]["visits"] for v in p for c in v} for s in cohort}
+    unseen = sorted((codes["validation"] | codes["test"]) - codes["train"])
+    assert unseen
+    index = SharkTokenizer.index(sorted(codes["train"] | set(unseen)))
+    index.save_pretrained(tmp_path / "index")
+    main(flags(ws, tmp_path / "retain", "--num_epochs", "1", tokenizer=tmp_path / "index"))
+    table = load_file(tmp_path / "retain" / "model.safetensors")["code_embeddings.weight"]
+    rows = {code: int(index.ids[i, 0]) for i, code in enumerate(index.codes)}
+    assert torch.count_nonzero(table[[rows[c] for c in unseen]]) == 0  # the unknown-code vector, kept
+    assert bool((table[[rows[c] for c in sorted(codes["train"])]] != 0).any(dim=1).all())
 
 
 def test_fine_tune_with_same_labels_keeps_head(ws, reference, tmp_path, caplog):

@@ -75,6 +75,16 @@ LAYOUTS = {
 }
 
 
+def detect_version(root: str | Path) -> int:
+    """3 or 4: the MIMIC version whose admissions file `root` holds under that version's own name
+    (MIMIC-III `ADMISSIONS.csv[.gz]`, checked first, or MIMIC-IV `hosp/admissions.csv[.gz]`)."""
+    root = Path(root)
+    for version, name in ((3, "ADMISSIONS.csv"), (4, "hosp/admissions.csv")):
+        if any((root / f"{name}{ext}").is_file() for ext in (".gz", "")):
+            return version
+    raise FileNotFoundError(f"{root}: no ADMISSIONS.csv[.gz] nor hosp/admissions.csv[.gz]")
+
+
 def _register(issues: RowIssues, root: Path, path: Path, table: pa.Table) -> int:
     return issues.register(SourceFile(str(path.relative_to(root)), path, table, "csv"))
 

@@ -32,12 +32,12 @@ from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
-from shark_hf.metrics import compute_metrics
+from shark_hf.metrics import HEADLINE_METRICS, compute_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import REPORT_KS, TrainingArguments, make_dataloader, predict_scores, train
+from shark_hf.utils import TOKENIZER_SUBFOLDER
 
-HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 STRATEGIES = ("description", "hierarchy", "synonyms")
 SLICES = ("rare", "medium", "frequent")
 
@@ -124,7 +124,7 @@ def fit_tokenizers(out: Path, cohort: DatasetDict, seeds: list[int]) -> list[tup
 def test_scores(run_dir: Path, cohort: DatasetDict) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores `[N, C]` and multi-hot targets `[N, C]` of the run's best model on the test split."""
     model = SharkForDiagnosisPrediction.from_pretrained(run_dir).eval()
-    tokenizer = SharkTokenizer.from_pretrained(run_dir / "tokenizer")
+    tokenizer = SharkTokenizer.from_pretrained(run_dir / TOKENIZER_SUBFOLDER)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     loader = make_dataloader(cohort["test"], VisitCollator(tokenizer, labels), 512, False, 0)
     logits, targets, _ = predict_scores(model, loader, Accelerator())
@@ -197,7 +197,7 @@ def mean_std(values: list[float]) -> str:
     return f"{values.mean():.2f} ± {std:.2f}"
 
 
-def table(rows: dict[str, list[dict]], keys=HEADLINE, where=lambda r: r["test"]) -> list[str]:
+def table(rows: dict[str, list[dict]], keys=HEADLINE_METRICS, where=lambda r: r["test"]) -> list[str]:
     lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, results in rows.items():
         cells = [mean_std([where(r)[k] for r in results]) for k in keys]
@@ -219,7 +219,7 @@ def results_markdown(summary: dict, cohort: DatasetDict) -> str:
         "AdamW lr 1e-3, batch 64, early stopping on validation P@10 (patience 5).",
         "",
         "The cohort is synthetic (its disease structure comes from public code-system knowledge, see "
-        "`shark_hf/data/synthetic.py`), so these numbers test the implementation and compare methods on it; "
+        "`shark_hf/data/synthetic/`), so these numbers test the implementation and compare methods on it; "
         "they are not MIMIC results and are not comparable with the paper's tables.",
         "",
         "## Semantic IDs vs random IDs (paper Table 2)",

@@ -1,0 +1,246 @@
+"""`shark-hf train`, `shark-hf evaluate` and `shark-hf predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .common import (
+    BUILDERS,
+    Command,
+    UserError,
+    check_model_folder,
+    check_tokenizer_folder,
+    emit,
+    is_local,
+    load_cohort,
+    load_tokenizer,
+    load_weights,
+    logger,
+    positive,
+    read_text,
+)
+
+
+class _TrainHelp(argparse.Action):
+    """`shark-hf train --help`: the launcher's options, then every flag of the training run."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="Show this help.")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from transformers import HfArgumentParser
+
+        from ..training import TrainingArguments
+
+        training = HfArgumentParser(TrainingArguments, add_help=False).format_help()
+        print(parser.format_help())
+        print("training flags (the run's; --output_dir, --cohort and --tokenizer are required):")
+        print(training[training.index("options:\n") + len("options:\n") :], end="")
+        parser.exit()
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-h", "--help", action=_TrainHelp)
+    p.add_argument("--accelerate-config", type=Path, help="An accelerate config file (see training/*.yaml).")
+    p.add_argument(
+        "--num-processes",
+        type=positive,
+        default=None,
+        help="Processes to launch (CPU: gloo DDP); default 1, in this process.",
+    )
+
+
+def _train(args: argparse.Namespace, rest: list[str]) -> int:
+    """Single process: train here (as `python training/train.py`); else hand over to `accelerate launch`."""
+    _check_training_inputs(rest)
+    if args.accelerate_config or (args.num_processes or 1) > 1:
+        return _launch(args, rest)
+    from transformers import HfArgumentParser
+
+    from ..training import TrainingArguments, train
+
+    parser = HfArgumentParser(TrainingArguments, prog="shark-hf train")
+    (training_args,) = parser.parse_args_into_dataclasses(args=rest)
+    logging.getLogger("shark_hf").setLevel(logging.INFO)  # epoch lines and final metrics
+    train(training_args)
+    return 0
+
+
+def _launch(args: argparse.Namespace, rest: list[str]) -> int:
+    """`accelerate launch -m shark_hf.training REST`; returns its exit code."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = dict(os.environ)
+    if args.accelerate_config:
+        if not args.accelerate_config.is_file():
+            raise UserError(f"{args.accelerate_config}: no such accelerate config file")
+        command += ["--config_file", str(args.accelerate_config)]
+        command += ["--num_processes", str(args.num_processes)] if args.num_processes else []
+    else:
+        command += ["--multi_gpu", "--num_processes", str(args.num_processes), "--num_machines", "1"]
+        command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+        if not _has_cuda():
+            env["ACCELERATE_USE_CPU"] = "true"  # gloo DDP (`--cpu` would silently run ONE process)
+    command += ["-m", "shark_hf.training", *rest]
+    logger.info("Running: %s", " ".join(command))
+    returncode = subprocess.run(command, env=env).returncode
+    if returncode:
+        print(f"shark-hf train: error: training exited with code {returncode}", file=sys.stderr)
+    return returncode
+
+
+def _check_training_inputs(rest: list[str]) -> None:
+    """Catch a wrong cohort, tokenizer or init model in one line before any training code is loaded."""
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in ("cohort", "root", "tokenizer", "tokenizer_subfolder", "init_from"):
+        peek.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]), dest=name)
+    known, _ = peek.parse_known_args(rest)
+    if known.cohort in BUILDERS and not Path(known.cohort).is_dir():
+        if not known.root:
+            raise UserError(f"--cohort {known.cohort} names a builder: it needs --root")
+    elif known.cohort:
+        load_cohort(Path(known.cohort), load=False)
+    if known.tokenizer and is_local(known.tokenizer, "tokenizer"):
+        check_tokenizer_folder(Path(known.tokenizer) / (known.tokenizer_subfolder or ""))
+    if known.init_from and is_local(known.init_from, "model"):
+        check_model_folder(Path(known.init_from))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="A trained model folder (or Hub repo id).")
+    p.add_argument("--cohort", type=Path, required=True, help="A cohort folder (build-dataset).")
+    p.add_argument(
+        "--tokenizer", default=None, help="Tokenizer folder or repo (default: the model's tokenizer/)."
+    )
+    p.add_argument("--split", default="test", help="train, validation or test (default: test).")
+    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument(
+        "--max-visits", type=positive, default=None, help="Keep the most recent visits (as in training)."
+    )
+    p.add_argument("--out", type=Path, help="Also write the metrics as JSON here.")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from ..codes import cohort_codes
+    from ..training import evaluate_model
+
+    cohort = load_cohort(args.cohort)
+    if args.split not in cohort:
+        raise UserError(f"{args.cohort} has no split {args.split!r} (splits: {', '.join(cohort)})")
+    split = cohort[args.split]
+    tokenizer = load_tokenizer(args.model, args.tokenizer)
+    unknown = [code for code in cohort_codes({args.split: split}) if code not in tokenizer]
+    if unknown:
+        raise UserError(
+            f"{len(unknown)} codes of {args.cohort} ({args.split}) are not in the tokenizer: {unknown[:10]}"
+        )
+    model = load_weights(args.model)
+    metrics = evaluate_model(model, tokenizer, split, batch_size=args.batch_size, max_visits=args.max_visits)
+    emit({"split": args.split, **metrics}, args.out)
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="A trained model folder (or Hub repo id).")
+    p.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help='JSON list of patients: each a list of visits (lists of codes, oldest first) or {"patient_id": '
+        '..., "visits": [[...], ...]}.',
+    )
+    p.add_argument(
+        "--tokenizer", default=None, help="Tokenizer folder or repo (default: the model's tokenizer/)."
+    )
+    p.add_argument("--top-k", type=positive, default=20, help="Labels per patient (default: 20).")
+    p.add_argument(
+        "--unknown",
+        default="error",
+        choices=["error", "skip", "embed"],
+        help="Codes the tokenizer never saw: fail (default), drop them, or embed them (semantic tokenizers).",
+    )
+    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--out", type=Path, help="Write the predictions here instead of stdout.")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    patients = _read_patients(args.input)
+    tokenizer = load_tokenizer(args.model, args.tokenizer)
+    chunks = [patients[i : i + args.batch_size] for i in range(0, len(patients), args.batch_size)]
+    batches = [tokenizer([p["visits"] for p in chunk], unknown=args.unknown) for chunk in chunks]
+    model = load_weights(args.model)
+    predictions = [
+        {"patient_id": patient["patient_id"], **prediction}
+        for chunk, batch in zip(chunks, batches, strict=True)
+        for patient, prediction in zip(chunk, model.predict(batch, top_k=args.top_k), strict=True)
+    ]
+    emit(predictions, args.out)
+
+
+def _read_patients(path: Path) -> list[dict]:
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path} must hold a non-empty JSON list of patients")
+    patients = []
+    for i, item in enumerate(data):
+        patient = item if isinstance(item, dict) else {"patient_id": str(i), "visits": item}
+        visits = patient.get("visits")
+        valid = (
+            isinstance(visits, list)
+            and visits
+            and all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in visits)
+        )
+        if not valid:
+            raise UserError(
+                f"{path}: patient {i} must be a non-empty list of visits, each a list of code strings"
+            )
+        patients.append({"patient_id": str(patient.get("patient_id", i)), "visits": visits})
+    return patients
+
+
+COMMANDS: dict[str, Command] = {
+    "train": (
+        _train_args,
+        _train,
+        "Train with Accelerate: the launcher's options below; every other flag goes to the training run.",
+        (
+            "shark-hf train --cohort cohort/ --tokenizer tok/ --output_dir runs/shark",
+            "shark-hf train --cohort cohort/ --tokenizer tok/ --output_dir runs/ft --init_from runs/shark",
+            "shark-hf train --num-processes 2 --cohort cohort/ --tokenizer tok/ --output_dir runs/ddp",
+            "shark-hf train --accelerate-config training/accelerate_gpu.yaml --cohort cohort/ "
+            "--tokenizer tok/ --output_dir runs/gpu",
+        ),
+    ),
+    "evaluate": (
+        _evaluate_args,
+        _evaluate,
+        "Evaluate a trained model on a cohort split: P@k, Acc@k, R@k, AUC, F1 as JSON.",
+        (
+            "shark-hf evaluate --model runs/shark --cohort cohort/ --split test",
+            "shark-hf evaluate --model runs/shark --cohort other_cohort/ --out metrics_other.json",
+        ),
+    ),
+    "predict": (
+        _predict_args,
+        _predict,
+        "Predict next-visit CCS categories (names, probabilities, visit attention) for patients in JSON.",
+        (
+            'echo \'[[["401.9", "250.00"], ["414.01", "428.0"]]]\' > patients.json',
+            "shark-hf predict --model runs/shark --input patients.json --top-k 5",
+            "shark-hf predict --model my-org/shark-mimic3 --input patients.json --unknown embed",
+        ),
+    ),
+}
