@@ -7,7 +7,8 @@
   same level-1 ID, and the same levels 1-2, against the chance rates 1/K and 1/K^2.
 
 - `whole_code_systems`: whether a table lists whole code systems (nothing about a cohort) or a subset (the
-  codes some cohort uses).
+  codes some cohort uses); `cohort_table_warning` is what publishing such a subset prints.
+- `table_stats`: all of the above as one JSON-ready dict, for the tokenizer card and `inspect-tokenizer`.
 
 They take the table itself (`codes`, `ids` `[N, L]`), so they serve any tokenizer and its card.
 """
@@ -20,9 +21,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shark_hf.codes import all_codes, to_label
+from shark_hf.cluster_report import ccs_or_none
+from shark_hf.codes import all_codes
 
-__all__ = ["CollisionStats", "GemAlignment", "collision_stats", "gem_alignment", "whole_code_systems"]
+__all__ = [
+    "CollisionStats",
+    "GemAlignment",
+    "cohort_table_warning",
+    "collision_stats",
+    "gem_alignment",
+    "table_stats",
+    "whole_code_systems",
+]
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ def collision_stats(codes: Sequence[str], ids: np.ndarray) -> CollisionStats:
     shared = np.flatnonzero(counts[group] > 1)
     members: dict[int, list[str]] = {}
     for row in shared:
-        label = _ccs(codes[row])
+        label = ccs_or_none(codes[row])
         if label is not None:
             members.setdefault(int(group[row]), []).append(label)
     pairs, involved = 0, 0
@@ -164,8 +174,24 @@ def whole_code_systems(codes: Sequence[str]) -> list[str] | None:
     return systems if complete and len(set(codes)) == len(codes) else None
 
 
-def _ccs(code: str) -> str | None:
-    try:
-        return to_label(code, "ccs")
-    except (KeyError, ValueError):
+def cohort_table_warning(codes: Sequence[str]) -> str | None:
+    """The warning to print before publishing a tokenizer whose table is not whole code systems (it then
+    lists the codes of the cohort it was fitted on), naming the universal alternative; None otherwise."""
+    if whole_code_systems(codes) is not None:
         return None
+    return (
+        f"this tokenizer lists the {len(codes)} codes it was fitted on, so publishing it publishes which "
+        "diagnoses occur in that cohort; the universal tokenizer shark_hf.UNIVERSAL_TOKENIZER (every "
+        "ICD-9-CM and ICD-10-CM code, no cohort input) shares nothing of the cohort"
+    )
+
+
+def table_stats(codes: Sequence[str], ids: np.ndarray, codebook_size: int) -> dict:
+    """`code_systems` (`whole_code_systems`), `collisions` (`collision_stats`) and `gem_alignment`
+    (`gem_alignment`; None when the table holds no GEM pair) of a table, as plain JSON values."""
+    alignment = gem_alignment(codes, ids, codebook_size)
+    return {
+        "code_systems": whole_code_systems(codes),
+        "collisions": collision_stats(codes, ids).to_dict(),
+        "gem_alignment": alignment.to_dict() if alignment.num_pairs else None,
+    }
