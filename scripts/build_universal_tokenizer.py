@@ -11,9 +11,10 @@ change:
     python scripts/build_universal_tokenizer.py --check   # exit 1 unless a rebuild equals the shipped folder
 
 Embedding the ~90k descriptions takes about 4 minutes on 2 CPU cores the first time; the vectors are cached
-(``shark_hf.embeddings``), so a rebuild then takes about 15 seconds. The fit runs on one CPU thread with
+(``shark_hf.embeddings``), so a rebuild then takes about 30 seconds. The fit runs on one CPU thread with
 deterministic algorithms, so a rebuild on the same CPU architecture and torch version is byte-identical
-(float32 matrix products may round differently on another CPU or torch build).
+(float32 matrix products may round differently on another CPU or torch build, and vectors embedded afresh
+rather than read from the cache may differ in their last bits).
 """
 
 from __future__ import annotations
@@ -34,12 +35,22 @@ SYSTEMS = ("ICD9CM", "ICD10CM")
 SETTINGS = {"model": None, "text": "description", "num_levels": 4, "codebook_size": 128, "seed": 0}
 
 
-def build(out: Path, show_progress: bool = True) -> SharkTokenizer:
-    """Fit the universal tokenizer (see the module docstring) and save it into `out`."""
+def build(out: Path, show_progress: bool = True, codes: list[str] | None = None) -> SharkTokenizer:
+    """Fit the universal tokenizer (see the module docstring) and save it into `out`; `codes` restricts the
+    fit to a subset of the systems' codes (for tests)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    tokenizer = SharkTokenizer.from_code_systems(SYSTEMS, show_progress=show_progress, **SETTINGS)
+    try:
+        tokenizer = SharkTokenizer.from_code_systems(
+            SYSTEMS, show_progress=show_progress, codes=codes, **SETTINGS
+        )
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     tokenizer.save_pretrained(out)
+    for path in Path(out).iterdir():  # atomic writes create 0600 files; package data must be world-readable
+        path.chmod(0o644)
     return tokenizer
 
 

@@ -26,6 +26,7 @@ again is safe because the Hub skips files that did not change.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -51,7 +52,10 @@ from .cards import model_card
 from .configuration_shark import SharkConfig
 from .tokenization_shark import CARD_NAME as TOKENIZER_CARD_NAME
 from .tokenization_shark import CONFIG_NAME, TENSORS_NAME, SharkTokenizer
+from .tokenizer_stats import cohort_table_warning
 from .utils import TOKENIZER_SUBFOLDER
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILES = (
     "config.json",
@@ -118,6 +122,8 @@ def stage_repository(
                 raise FileNotFoundError(f"{tokenizer_dir} is not a SharkTokenizer folder: {name} is missing")
             shutil.copy2(tokenizer_dir / name, staging / TOKENIZER_SUBFOLDER / name)
         tokenizer = SharkTokenizer.from_pretrained(staging / TOKENIZER_SUBFOLDER)
+        if warning := cohort_table_warning(tokenizer.codes):
+            logger.warning("publishing %s to %s: %s", tokenizer_dir, repo_id, warning)
     # Never publish a model beside a tokenizer whose ids it cannot read.
     SharkConfig.from_pretrained(model_dir).check_tokenizer(tokenizer)
     config = json.loads((model_dir / "config.json").read_text())
