@@ -16,7 +16,7 @@ Folder layout written by `SharkTokenizer.save_pretrained` (no pickle anywhere):
 embedding_text=<text>\\n"` (`codebooks=none` when the kind has none; `none` for a missing model or text), the
 codebooks as little-endian float32 bytes (C order), the ids as little-endian int64 bytes (C order), and the
 codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or codebooks, and with the embedding
-model or text the codebooks were fitted on (so a config cannot be edited to make a loader fetch another model),
+model or text the codebooks were fitted on (an edited config cannot make a loader fetch another model),
 and is the same before and after a save/load round trip. `codebook_fingerprint` hashes only what gives an ID
 its meaning (the same header with `levels=<L>` in place of `ids=<N>x<L>`, then the codebooks; for
 "random"/"index" it is `fingerprint`), so it survives `add_codes`.
