@@ -1,10 +1,12 @@
 """Cross-institution workflow: hospital A publishes, hospital B fine-tunes on codes A never saw.
 
-Hospital A (ICD-9-CM, MIMIC-III format) builds its cohort, embeds the descriptions of its codes with
-all-MiniLM-L6-v2, fits the SHARK tokenizer (Residual K-Means), trains and pushes model + tokenizer + card to
-the Hub. Hospital B (MIMIC-IV format, ICD-10-CM admissions only) never sees A's patients: it pulls A's
-release pinned to its commit, encodes its own ICD-10 codes with A's codebooks (embedding their descriptions
-on the fly: `SharkTokenizer.add_codes`, which keeps the codebooks, so A's model accepts the ids), evaluates
+Hospital A (ICD-9-CM, MIMIC-III format) builds its cohort and takes the universal tokenizer shipped with
+shark-hf (`shark_hf.UNIVERSAL_TOKENIZER`: every ICD-9-CM and ICD-10-CM code in one semantic space, no cohort
+input), or with `--tokenizer cohort` embeds the descriptions of its own codes with all-MiniLM-L6-v2 and fits a
+tokenizer on them (Residual K-Means); it trains and pushes model + tokenizer + card to the Hub. Hospital B
+(MIMIC-IV format, ICD-10-CM admissions only) never sees A's patients: it pulls A's release pinned to its
+commit, encodes its own ICD-10 codes with A's tokenizer (with a cohort tokenizer, the codes A never saw are
+embedded and placed with A's codebooks: `SharkTokenizer.add_codes`, so A's model accepts the ids), evaluates
 A's model on its cohort, fine-tunes it with Accelerate (`shark_hf.training.train(init_from=...)`) and pushes
 the result as its own revision (a branch) of A's repository; A's `main` is left as it was.
 
@@ -40,6 +42,7 @@ from shark_hf.metrics import HEADLINE_METRICS
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import TrainingArguments, evaluate_model, train
+from shark_hf.universal import UNIVERSAL_TOKENIZER
 from shark_hf.utils import TOKENIZER_SUBFOLDER
 
 logger = logging.getLogger("cross_institution")
@@ -61,8 +64,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="Hospital B's MIMIC-IV-like patients before keeping ICD-10 admissions only.",
     )
-    parser.add_argument("--num-levels", type=int, default=4, help="Semantic-ID levels L.")
-    parser.add_argument("--codebook-size", type=int, default=64, help="Codebook size K.")
+    parser.add_argument(
+        "--tokenizer",
+        choices=["universal", "cohort"],
+        default="universal",
+        help="universal: shark_hf.UNIVERSAL_TOKENIZER (L=4, K=128); cohort: fitted on A's codes (it lists "
+        "them; --num-levels, --codebook-size).",
+    )
+    parser.add_argument("--num-levels", type=int, default=4, help="--tokenizer cohort: levels L.")
+    parser.add_argument("--codebook-size", type=int, default=64, help="--tokenizer cohort: codebook size K.")
     parser.add_argument("--epochs-a", type=int, default=20, help="Hospital A's training epochs.")
     parser.add_argument("--epochs-b", type=int, default=10, help="Hospital B's fine-tuning epochs.")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -111,10 +121,13 @@ def hospital_a(args: argparse.Namespace) -> dict:
     codes = cohort_codes(cohort)
     logger.info("A: %d patients, %d distinct ICD-9-CM codes", sum(map(len, cohort.values())), len(codes))
 
-    embeddings = embed_codes(codes, show_progress=False)
-    tokenizer = SharkTokenizer.fit(
-        embeddings, num_levels=args.num_levels, codebook_size=args.codebook_size, seed=args.seed
-    )
+    if args.tokenizer == "universal":
+        tokenizer = SharkTokenizer.from_pretrained(UNIVERSAL_TOKENIZER)
+    else:
+        embeddings = embed_codes(codes, show_progress=False)
+        tokenizer = SharkTokenizer.fit(
+            embeddings, num_levels=args.num_levels, codebook_size=args.codebook_size, seed=args.seed
+        )
     tokenizer.save_pretrained(work / "tokenizer")
     metrics = train(
         TrainingArguments(
@@ -165,10 +178,14 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
         len(unseen),
     )
     # Embed B's codes with A's embedding model and text strategy, and place them with A's codebooks.
-    added = tokenizer.add_codes(
-        embed_codes(
-            unseen, model=tokenizer.embedding_model, text=tokenizer.embedding_text, show_progress=False
+    added = (
+        tokenizer.add_codes(
+            embed_codes(
+                unseen, model=tokenizer.embedding_model, text=tokenizer.embedding_text, show_progress=False
+            )
         )
+        if unseen
+        else []
     )
     if tokenizer.codebook_fingerprint != codebooks:
         raise RuntimeError("add_codes changed the codebooks; A's model would not understand the ids")

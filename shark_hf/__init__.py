@@ -3,6 +3,9 @@
 Importing `shark_hf` registers `SharkConfig` and `SharkForDiagnosisPrediction` with the transformers Auto
 classes (`AutoConfig`, `AutoModel`, `AutoModelForSequenceClassification`), so saved and pushed SHARK models
 load with `AutoModel.from_pretrained(...)` without `trust_remote_code`.
+
+`UNIVERSAL_TOKENIZER` is the folder of the tokenizer shipped with the package (every ICD-9-CM and ICD-10-CM
+code, L=4, K=128): `SharkTokenizer.from_pretrained(shark_hf.UNIVERSAL_TOKENIZER)`.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
@@ -16,6 +19,7 @@ from .metrics import accuracy_at_k, compute_metrics, precision_at_k, recall_at_k
 from .modeling_shark import SharkForDiagnosisPrediction, SharkOutput
 from .rkmeans import ResidualKMeans
 from .tokenization_shark import SharkTokenizer
+from .universal import UNIVERSAL_TOKENIZER
 
 __version__ = "0.1.0"
 
@@ -24,6 +28,7 @@ AutoModel.register(SharkConfig, SharkForDiagnosisPrediction, exist_ok=True)
 AutoModelForSequenceClassification.register(SharkConfig, SharkForDiagnosisPrediction, exist_ok=True)
 
 __all__ = [
+    "UNIVERSAL_TOKENIZER",
     "CodeEmbeddings",
     "ResidualKMeans",
     "SharkConfig",

@@ -89,6 +89,7 @@ def tokenizer_card(tokenizer_config: dict[str, Any], metadata: dict[str, Any], *
     context = {
         "repo_id": None,
         "subfolder": None,
+        "table_stats": None,
         "example_visits": [examples[:2], examples[2:]] if len(examples) == 3 else [examples],
         "systems": dict(sorted(systems.items())),
         **{key: tokenizer_config[key] for key in copied},

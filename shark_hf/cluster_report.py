@@ -203,6 +203,11 @@ def _ccs_label(code: str) -> str:
     return to_label(code, "ccs")
 
 
+def ccs_or_none(code: str) -> str | None:
+    """The single-level CCS category of `code`, or None when it has none."""
+    return _safe(_ccs_label, code)
+
+
 def _ccs_names() -> dict[str, str]:
     return code_label_names("ccs")
 

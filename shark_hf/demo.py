@@ -1,8 +1,9 @@
 """`make demo` / `shark-hf demo`: the whole SHARK pipeline on the built-in MIMIC-III-like cohort.
 
-built-in cohort (MIMIC-III CSVs) -> `build_cohort("mimic3")` -> embed the ICD-9 descriptions (cached) ->
-fit the tokenizer (L=4, K=128) and the random-ID baseline -> train both -> evaluate -> `out_dir/` with the
-models, tokenizers, cards, `metrics.md` and pictures.
+built-in cohort (MIMIC-III CSVs) -> `build_cohort("mimic3")` -> the universal tokenizer shipped with shark-hf
+(`UNIVERSAL_TOKENIZER`: every ICD-9-CM and ICD-10-CM code, L=4, K=128, no cohort input) and the random-ID
+baseline over the same codes -> train both -> evaluate -> `out_dir/` with the models, tokenizers, cards,
+`metrics.md` and pictures (the code map embeds the cohort's ICD-9 descriptions, cached).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_code_map, plot_training_curves, plot_visit_attention
 from .tokenization_shark import SharkTokenizer
 from .training import TrainingArguments, train
+from .universal import UNIVERSAL_TOKENIZER
 from .utils import TOKENIZER_CONFIG_NAME, TOKENIZER_SUBFOLDER
 
 logger = logging.getLogger(__name__)
@@ -78,17 +80,17 @@ def _fit_tokenizers(out: Path, cohort_dir: Path, seed: int) -> dict[str, Path]:
 
     cohort = load_from_disk(str(cohort_dir))
     codes = cohort_codes(cohort)
-    print(f"[demo] embedding {len(codes)} ICD-9 descriptions (cached after the first run) ...", flush=True)
-    embeddings = embed_codes(codes)
-    print("[demo] fitting Residual K-Means codebooks (L=4, K=128) ...", flush=True)
-    semantic = SharkTokenizer.fit(embeddings, num_levels=4, codebook_size=128, seed=seed)
-    random_ids = SharkTokenizer.random_ids(codes, num_levels=4, codebook_size=128, seed=seed)
-    folders = {"shark": out / "tokenizer", "random_id": out / "random_id_tokenizer"}
-    semantic.save_pretrained(folders["shark"])
+    print("[demo] loading the universal tokenizer (every ICD-9-CM and ICD-10-CM code) ...", flush=True)
+    semantic = SharkTokenizer.from_pretrained(UNIVERSAL_TOKENIZER)
+    random_ids = SharkTokenizer.random_ids(semantic.codes, num_levels=4, codebook_size=128, seed=seed)
+    folders = {"shark": Path(UNIVERSAL_TOKENIZER), "random_id": out / "random_id_tokenizer"}
     random_ids.save_pretrained(folders["random_id"])
     (out / "tokenizer_report.txt").write_text(str(semantic.cluster_report()) + "\n")
+    print(f"[demo] embedding {len(codes)} ICD-9 descriptions for the code map (cached) ...", flush=True)
+    embeddings = embed_codes(codes)
+    level1 = torch.tensor([semantic.encode(code)[0] for code in embeddings.codes])
     chapters = [_chapter(code) for code in embeddings.codes]
-    plot_code_map(embeddings.vectors, semantic.ids[:, 0], chapters, out / "code_map.png")
+    plot_code_map(embeddings.vectors, level1, chapters, out / "code_map.png")
     return folders
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -57,7 +58,10 @@ from .cards import model_card
 from .configuration_shark import SharkConfig
 from .tokenization_shark import CARD_NAME as TOKENIZER_CARD_NAME
 from .tokenization_shark import CONFIG_NAME, TENSORS_NAME, SharkTokenizer
+from .tokenizer_stats import cohort_table_warning
 from .utils import TOKENIZER_SUBFOLDER, is_local_path
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILES = (
     "config.json",
@@ -136,6 +140,8 @@ def stage_repository(
         tokenizer = SharkTokenizer.from_pretrained(staging / TOKENIZER_SUBFOLDER)
         card = tokenizer.generate_model_card(repo_id=repo_id, subfolder=TOKENIZER_SUBFOLDER)
         card.save(staging / TOKENIZER_SUBFOLDER / TOKENIZER_CARD_NAME)
+        if warning := cohort_table_warning(tokenizer.codes):
+            logger.warning("publishing %s to %s: %s", tokenizer_dir, repo_id, warning)
     # Never publish a model beside a tokenizer whose ids it cannot read.
     SharkConfig.from_pretrained(model_dir).check_tokenizer(tokenizer)
     for name in model_files:

@@ -34,7 +34,7 @@ from transformers import BatchEncoding
 
 from shark_hf.cards import tokenizer_card
 from shark_hf.cluster_report import ClusterReport, ClusterStat, CrossChapterPair, cluster_report
-from shark_hf.codes import normalize_code
+from shark_hf.codes import all_codes, normalize_code
 from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, TextEncoder, embed_codes, load_text_encoder
 from shark_hf.rkmeans import ResidualKMeans
 from shark_hf.tokenizer_format import (
@@ -44,9 +44,11 @@ from shark_hf.tokenizer_format import (
     locate_folder,
     package_version,
     read_files,
+    stored_ids,
     table_fingerprint,
     write_files,
 )
+from shark_hf.tokenizer_stats import cohort_table_warning, table_stats
 from shark_hf.utils import atomic_write_text, preview
 from shark_hf.visit_batch import check_nesting, pack_visits
 
@@ -178,6 +180,58 @@ class SharkTokenizer(
         )
 
     @classmethod
+    def from_code_systems(
+        cls,
+        systems: Sequence[str] = ("ICD9CM", "ICD10CM"),
+        model: str | Path | TextEncoder | None = None,
+        text: str = "description",
+        num_levels: int = 4,
+        codebook_size: int = 128,
+        seed: int = 0,
+        deduplicate: bool = False,
+        cache_dir: str | Path | None = None,
+        show_progress: bool = True,
+        codes: Sequence[str] | None = None,
+        **rkmeans_kwargs: Any,
+    ) -> SharkTokenizer:
+        """A universal tokenizer: fitted on every billable code of `systems` (`shark_hf.codes.all_codes`),
+        one semantic space for all of them, with no cohort input at all.
+
+        Every site that builds (or downloads) it gives each code the same IDs, and its code table reveals
+        nothing about any cohort. `shark_hf.UNIVERSAL_TOKENIZER` is this with the defaults, prebuilt.
+
+        Args:
+            systems: code systems, e.g. `("ICD9CM", "ICD10CM")`; their codes are fitted in this order.
+            model, text, cache_dir: how codes become vectors (`shark_hf.embeddings.embed_codes`; None = the
+                offline default model). Vectors are cached, so a second build embeds nothing.
+            num_levels, codebook_size, seed, deduplicate, **rkmeans_kwargs: as in `fit`.
+            show_progress: progress bars while embedding and fitting.
+            codes: fit on these codes instead of all codes of `systems` (each must belong to one of them):
+                for tests and experiments on a subset; the result is then not universal.
+        """
+        if isinstance(systems, str):
+            raise TypeError(f"systems must be a list of code systems, got the string {systems!r}")
+        table = [code for system in systems for code in all_codes(system)]
+        if codes is not None:
+            known = set(table)
+            outside = [code for code in map(normalize_code, codes) if code not in known]
+            if outside:
+                raise ValueError(f"codes outside the systems {list(systems)}: [{preview(outside)}]")
+            table = [normalize_code(code) for code in codes]
+        embeddings = embed_codes(
+            table, model=model, text=text, cache_dir=cache_dir, show_progress=show_progress
+        )
+        return cls.fit(
+            embeddings,
+            num_levels=num_levels,
+            codebook_size=codebook_size,
+            seed=seed,
+            deduplicate=deduplicate,
+            show_progress=show_progress,
+            **rkmeans_kwargs,
+        )
+
+    @classmethod
     def random_ids(
         cls, codes: Sequence[str], num_levels: int = 4, codebook_size: int = 128, seed: int = 0
     ) -> SharkTokenizer:
@@ -237,6 +291,7 @@ class SharkTokenizer(
         self._ids_np = self._ids.numpy()
         self._ids_padded = np.concatenate([np.zeros((1, ids.shape[1]), dtype=np.int64), self._ids_np])
         self._row = {code: row for row, code in enumerate(codes)}
+        self._stats: dict[str, Any] | None = None
         self.fingerprint = self._fingerprint(with_table=True)
 
     # ------------------------------------------------------------------ table access
@@ -338,14 +393,15 @@ class SharkTokenizer(
                 `"skip"` drops them;
                 `"embed"` embeds them with the tokenizer's embedding model and text strategy and encodes the
                 vectors with the stored codebooks (the table is not changed; call `add_codes` for that).
-                Default: `"embed"` for a semantic tokenizer that knows its embedding model, else `"error"`.
+                This loads the tokenizer's `embedding_model`, so it is never the default: opt in.
+                Default: `"error"`.
             max_visits: keep only the most recent `max_visits` visits of each patient.
 
         A visit with no codes left (empty in the input, or all its codes skipped) carries no information and
         has no mean, so it is removed and the later visits move up; a patient with no codes at all keeps an
         all-False `visit_mask` row.
         """
-        policy = unknown or ("embed" if self._can_embed() else "error")
+        policy = unknown or "error"
         if policy not in UNKNOWN_POLICIES:
             raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
         if policy == "embed" and not self._can_embed():
@@ -534,12 +590,26 @@ class SharkTokenizer(
         _, group, counts = np.unique(self._ids_np, axis=0, return_inverse=True, return_counts=True)
         return float((counts[group] > 1).sum() / len(self))
 
+    def table_stats(self) -> dict[str, Any]:
+        """Whether the table is whole code systems, collision rates per level and across CCS categories,
+        and ICD-9-CM -> ICD-10-CM GEM alignment (`shark_hf.tokenizer_stats.table_stats`; computed once)."""
+        if self._stats is None:
+            self._stats = table_stats(self._codes, self._ids_np, self.codebook_size)
+        return self._stats
+
     # ------------------------------------------------------------------ fingerprint and config
 
     def _fingerprint(self, with_table: bool) -> str:
         """sha256 hex of header, codebooks and (`with_table`) ids and codes (`shark_hf.tokenizer_format`)."""
         return table_fingerprint(
-            self.kind, self.codebook_size, self._ids_np, self._codes, self._codebooks, with_table
+            self.kind,
+            self.codebook_size,
+            self._ids_np,
+            self._codes,
+            self._codebooks,
+            self.embedding_model,
+            self.embedding_text,
+            with_table,
         )
 
     @property
@@ -609,7 +679,7 @@ class SharkTokenizer(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write the tensors, then the config (a reader never sees a config newer than its tensors)."""
-        tensors = {"ids": self._ids}
+        tensors = {"ids": stored_ids(self._ids, self.codebook_size)}
         if self._codebooks is not None:
             tensors["codebooks"] = self._codebooks
         write_files(save_directory, tensors, self.config, self.fingerprint)
@@ -622,6 +692,8 @@ class SharkTokenizer(
         Same arguments as `ModelHubMixin.push_to_hub` (`private`, `token`, `branch`, `commit_message`, ...);
         the card's usage snippet names `repo_id`.
         """
+        if warning := cohort_table_warning(self._codes):
+            logger.warning("pushing to %s: %s", repo_id, warning)
         card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
@@ -685,7 +757,8 @@ class SharkTokenizer(
 
         Keyword arguments override card metadata (`license`, ...) or template values (`repo_id`, `subfolder`).
         """
-        return tokenizer_card(self.config, self._hub_mixin_info.model_card_data.to_dict(), **kwargs)
+        metadata = self._hub_mixin_info.model_card_data.to_dict()
+        return tokenizer_card(self.config, metadata, **{"table_stats": self.table_stats(), **kwargs})
 
     # ------------------------------------------------------------------ interpretability
 

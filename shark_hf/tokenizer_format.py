@@ -3,21 +3,26 @@ writing.
 
 Folder layout written by `SharkTokenizer.save_pretrained` (no pickle anywhere):
 
-- `codebooks.safetensors`: `ids` int64 `[N, L]`, and for kind "semantic" `codebooks` float32 `[L_rq, K, D]`
-  (L_rq = L, or L - 1 with the deduplication level); metadata `shark_tokenizer` = JSON `{"fingerprint",
-  "format_version"}`.
+- `codebooks.safetensors`: `ids` `[N, L]` (uint8 when K <= 256, else int32: read back as int64), and for
+  kind "semantic" `codebooks` float32 `[L_rq, K, D]` (L_rq = L, or L - 1 with the deduplication level);
+  metadata `shark_tokenizer` = JSON `{"fingerprint", "format_version"}`.
 - `tokenizer_config.json`: `format_version`, `tokenizer_class`, kind, L, K, provenance (embedding model,
   text strategy, seed, Residual K-Means settings, per-level reconstruction errors, codebook usage),
   `fingerprint`, and the code table `codes` (public ICD codes, in row order).
 - `README.md`: the tokenizer card rendered from `hub_cards/tokenizer_card.md`.
 
 `fingerprint` is the sha256 hex digest of, in this order: the UTF-8 header
-`"shark-tokenizer\\nkind=<kind>\\nids=<N>x<L>\\ncodebooks=<L_rq>x<K>x<D>\\nK=<K>\\n"` (`codebooks=none`
-when the kind has none), the codebooks as little-endian float32 bytes (C order), the ids as little-endian
-int64 bytes (C order), and the codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or
-codebooks and is the same before and after a save/load round trip. `codebook_fingerprint` hashes only what
-gives an ID its meaning (the same header with `levels=<L>` in place of `ids=<N>x<L>`, then the codebooks;
-for "random"/"index" it is `fingerprint`), so it survives `add_codes`.
+`"shark-tokenizer\\nkind=<kind>\\nids=<N>x<L>\\ncodebooks=<L_rq>x<K>x<D>\\nK=<K>\\nembedding_model=<id>\\n
+embedding_text=<text>\\n"` (`codebooks=none` when the kind has none; `none` for a missing model or text), the
+codebooks as little-endian float32 bytes (C order), the ids as little-endian int64 bytes (C order), and the
+codes joined by `"\\n"` in UTF-8. It changes with any bit of the table or codebooks, and with the embedding
+model or text the codebooks were fitted on (an edited config cannot make a loader fetch another model),
+and is the same before and after a save/load round trip. `codebook_fingerprint` hashes only what gives an ID
+its meaning (the same header with `levels=<L>` in place of `ids=<N>x<L>`, then the codebooks; for
+"random"/"index" it is `fingerprint`), so it survives `add_codes`.
+
+Format versions: 1 (ids int64; the fingerprint header ends at `K=<K>\\n`), 2 (the above). A version-1 folder
+is migrated on load: its version-1 fingerprint is checked, then replaced by the version-2 one.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from shark_hf.utils import TOKENIZER_CONFIG_NAME, atomic_write, atomic_write_tex
 
 CONFIG_NAME = TOKENIZER_CONFIG_NAME
 TENSORS_NAME = "codebooks.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Keys every tokenizer_config.json holds (after migration to FORMAT_VERSION).
 REQUIRED_KEYS = (
@@ -54,8 +59,8 @@ REQUIRED_KEYS = (
 )
 
 # format_version -> step turning a (config, tensors) pair of that version into the next version's layout.
-# Version 1 is the first published layout, so no step exists yet. A later layout change bumps
-# FORMAT_VERSION and registers its step here, so folders written by older releases keep loading.
+# A layout change bumps FORMAT_VERSION and registers its step here (after the functions it uses, below), so
+# folders written by older releases keep loading.
 Migration = Callable[
     [dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor]]
 ]
@@ -76,14 +81,20 @@ def table_fingerprint(
     ids: np.ndarray,
     codes: Sequence[str],
     codebooks: torch.Tensor | None,
+    embedding_model: str | None,
+    embedding_text: str | None,
     with_table: bool = True,
+    format_version: int = FORMAT_VERSION,
 ) -> str:
     """sha256 hex of the header, the codebooks and (`with_table`) the ids `[N, L]` and codes; see the module
-    docstring (`with_table=False` gives `codebook_fingerprint`)."""
+    docstring (`with_table=False` gives `codebook_fingerprint`; `format_version=1` the version-1 digest, which
+    left out the embedding model and text)."""
     num_codes, num_levels = ids.shape
     shape = "none" if codebooks is None else "x".join(map(str, codebooks.shape))
     rows = f"ids={num_codes}x{num_levels}" if with_table else f"levels={num_levels}"
     header = f"shark-tokenizer\nkind={kind}\n{rows}\ncodebooks={shape}\nK={codebook_size}\n"
+    if format_version >= 2:
+        header += f"embedding_model={embedding_model or 'none'}\nembedding_text={embedding_text or 'none'}\n"
     digest = hashlib.sha256(header.encode("utf-8"))
     if codebooks is not None:
         digest.update(codebooks.numpy().astype("<f4", copy=False).tobytes(order="C"))
@@ -91,6 +102,11 @@ def table_fingerprint(
         digest.update(ids.astype("<i8", copy=False).tobytes(order="C"))
         digest.update("\n".join(codes).encode("utf-8"))
     return digest.hexdigest()
+
+
+def stored_ids(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """`ids` `[N, L]` in the smallest dtype written to the file: uint8 when K <= 256, else int32."""
+    return ids.to(torch.uint8 if codebook_size <= 256 else torch.int32).contiguous()
 
 
 def write_files(
@@ -169,7 +185,11 @@ def read_files(
     missing += [] if "ids" in tensors else [f"{TENSORS_NAME}: ids"]
     if missing:
         raise ValueError(f"{where}: incomplete SharkTokenizer files, missing {missing}")
-    return config, tensors
+    if tensors["ids"].dtype not in (torch.uint8, torch.int32, torch.int64):
+        raise ValueError(
+            f"{where}/{TENSORS_NAME}: ids must be uint8, int32 or int64, got {tensors['ids'].dtype}"
+        )
+    return config, {**tensors, "ids": tensors["ids"].to(torch.int64)}
 
 
 def migrate(
@@ -201,3 +221,22 @@ def migrate(
         version += 1
         config["format_version"] = version
     return config, tensors
+
+
+def _migrate_1_to_2(
+    config: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Version 1 -> 2: the fingerprint now covers the embedding model and text. A version-1 fingerprint that
+    matches its files is replaced by the version-2 one; one that does not is kept, so the load fails on it."""
+    try:
+        ids, codes = tensors["ids"].to(torch.int64).numpy(), config["codes"]
+        args = (config["kind"], config["codebook_size"], ids, codes, tensors.get("codebooks"))
+        model, text = config.get("embedding_model"), config.get("embedding_text")
+    except (KeyError, TypeError):
+        return config, tensors  # incomplete: read_files names what is missing
+    if table_fingerprint(*args, model, text, format_version=1) == config.get("fingerprint"):
+        config["fingerprint"] = table_fingerprint(*args, model, text)
+    return config, tensors
+
+
+MIGRATIONS[1] = _migrate_1_to_2

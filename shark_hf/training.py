@@ -55,6 +55,7 @@ from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_training_curves
 from .privacy import BOOTSTRAP_RESAMPLES, bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
+from .universal import UNIVERSAL_TOKENIZER
 from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,13 @@ class TrainingArguments:
             "help": "A `datasets.save_to_disk` folder, or a builder name (mimic3, mimic4, meds) with --root."
         }
     )
-    tokenizer: str = field(metadata={"help": "A SharkTokenizer folder or Hub repo id."})
+    tokenizer: str = field(
+        default=UNIVERSAL_TOKENIZER,
+        metadata={
+            "help": "A SharkTokenizer folder or Hub repo id (default: the universal tokenizer shipped with "
+            "shark-hf, shark_hf.UNIVERSAL_TOKENIZER: every ICD-9-CM and ICD-10-CM code, no cohort input)."
+        },
+    )
     root: str | None = field(default=None, metadata={"help": "Data root when --cohort is a builder name."})
     tokenizer_subfolder: str | None = field(default=None, metadata={"help": "Subfolder of --tokenizer."})
     label_space: str = field(default="ccs", metadata={"help": "Label space: ccs, ccsr or code."})

@@ -131,6 +131,7 @@ def test_every_command_has_help_with_examples(command):
         "predict",
         "embed --codes a.txt --system ICD9CM --out e.safetensors",
         "inspect-tokenizer tok --bogus",
+        "fit-tokenizer --code-systems ICD9CM,ICD11 --out tok",
         "predict --model m --input p.json --top-k 0",
     ],
 )
@@ -219,9 +220,14 @@ def test_inspect_tokenizer_text_and_json(semantic_tokenizer):
     assert out.startswith("SharkTokenizer(kind='semantic', num_codes=6, num_levels=2, codebook_size=3")
     assert "reconstruction MSE after each level: " in out and "Cluster ID" in out
     assert "Codes from different ICD chapters sharing IDs at levels 2..2" in out
+    # The six codes of CODES_FILE: a chosen list, no ICD-10 code, so no GEM pair.
+    assert "code table: a chosen list of codes (fitted on a cohort, it lists the cohort's codes)" in out
+    assert "codes sharing their IDs with another code, levels 1-1: " in out and "GEM" not in out
 
     report = json.loads(ok(f"inspect-tokenizer {path} --min-size 1 --json"))
     assert report["tokenizer"]["kind"] == "semantic" and "codes" not in report["tokenizer"]
+    assert report["code_systems"] is None and report["gem_alignment"] is None
+    assert report["collisions"]["num_codes"] == 6
     level_one = [c for c in report["clusters"] if c["level"] == 1]
     assert sum(c["size"] for c in level_one) == 6
     assert all(c["purity"] == c["majority_count"] / c["size"] for c in report["clusters"])
@@ -288,6 +294,10 @@ BAD_INPUT = [
     ("fit-tokenizer --embeddings {work}/missing.safetensors --out {work}/t", "missing.safetensors"),
     ("fit-tokenizer --embeddings {work}/malformed.json --out {work}/t", "malformed.json"),
     ("fit-tokenizer --codes {work}/codes.txt --out {work}/t", "--kind semantic needs --embeddings"),
+    (
+        "fit-tokenizer --code-systems ICD9CM --kind random --out {work}/t",
+        "--code-systems fits a semantic tokenizer: leave out --kind or use --system",
+    ),
     ("build-dataset mimic3 --root {work}/missing --out {work}/c", "missing"),
     ("build-dataset mimic3 --root {cohort} --out {work}/c", "ADMISSIONS.csv"),
     ("build-dataset table --root {raw}/DIAGNOSES_ICD.csv --out {work}/c", "needs --patient-col, --code-col"),

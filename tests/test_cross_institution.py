@@ -20,7 +20,8 @@ REPO = "hospital-a/shark-mimic3"
 def test_cross_institution_workflow(local_hub, tmp_path):
     work = tmp_path / "work"
     command = [sys.executable, str(SCRIPT), "--repo", REPO, "--work", str(work), "--seed", "0"]
-    command += ["--patients-a", "30", "--patients-b", "120", "--num-levels", "3", "--codebook-size", "16"]
+    command += ["--patients-a", "30", "--patients-b", "120", "--tokenizer", "cohort"]
+    command += ["--num-levels", "3", "--codebook-size", "16"]
     command += ["--epochs-a", "3", "--epochs-b", "2", "--batch-size", "16"]
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, ModelCardData, hf_hub_download
+from safetensors.torch import load_file, save_file
 
 from shark_hf.cards import render_card
 from shark_hf.codes import all_codes, ancestors
 from shark_hf.embeddings import DEFAULT_MODEL, CodeEmbeddings, embed_codes, load_text_encoder, resolve_model
 from shark_hf.rkmeans import ResidualKMeans
 from shark_hf.tokenization_shark import CONFIG_NAME, TENSORS_NAME, SharkTokenizer
+from shark_hf.tokenizer_format import table_fingerprint
 
 MODEL_ID = "test/structured-vectors"
 
@@ -244,7 +246,9 @@ def test_unseen_codes_are_embedded_on_the_fly_with_a_real_model():
     assert resolve_model(tokenizer.embedding_model).source == str(Path(DEFAULT_MODEL).resolve())
     tokenizer.text_encoder = encoder
     fingerprint = tokenizer.fingerprint
-    batch = tokenizer([[["ICD9CM:4019", codes[0]]]])  # default for a semantic tokenizer: unknown="embed"
+    with pytest.raises(KeyError, match="1 codes not in the tokenizer: \\[ICD9CM:4019\\]"):
+        tokenizer([[["ICD9CM:4019", codes[0]]]])  # the default is "error": embedding is an opt-in
+    batch = tokenizer([[["ICD9CM:4019", codes[0]]]], unknown="embed")
     unseen = embed_codes(["ICD9CM:4019"], model=encoder, show_progress=False)
     expected = ResidualKMeans.from_codebooks(tokenizer.codebooks).encode(unseen.vectors)[0]
     assert torch.equal(batch["input_ids"][0, 0, 0], expected)
@@ -253,7 +257,7 @@ def test_unseen_codes_are_embedded_on_the_fly_with_a_real_model():
     assert tokenizer.add_codes(unseen) == ["ICD9CM:4019"]
     assert tokenizer.encode("401.9") == tuple(expected.tolist())
     with pytest.raises(KeyError, match="cannot embed the unseen codes \\['ICD9CM:4018'\\]"):
-        tokenizer([[["401.8"]]])  # well-formed, but no such code: it has no text to embed
+        tokenizer([[["401.8"]]], unknown="embed")  # well-formed, but no such code: it has no text to embed
 
 
 # ------------------------------------------------------------------------------------------ collisions
@@ -323,15 +327,20 @@ def test_save_load_round_trip_is_bit_identical_and_pickle_free(tmp_path, embeddi
         head = path.read_bytes()[:8]
         assert head[:1] != b"\x80" and head[:4] != b"PK\x03\x04"
     config = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())
-    assert config["format_version"] == 1 and config["fingerprint"] == tokenizer.fingerprint
+    assert config["format_version"] == 2 and config["fingerprint"] == tokenizer.fingerprint
     assert config["codes"] == tokenizer.codes
+    ids_dtype = torch.int32 if kind == "index" and tokenizer.codebook_size > 256 else torch.uint8
+    assert load_file(tmp_path / "a" / TENSORS_NAME)["ids"].dtype == ids_dtype  # stored small, read as int64
 
 
 def test_fingerprint_is_the_documented_sha256():
     import hashlib
 
     tokenizer = hand_tokenizer()
-    digest = hashlib.sha256(b"shark-tokenizer\nkind=random\nids=5x2\ncodebooks=none\nK=10\n")
+    digest = hashlib.sha256(
+        b"shark-tokenizer\nkind=random\nids=5x2\ncodebooks=none\nK=10\n"
+        b"embedding_model=none\nembedding_text=none\n"
+    )
     digest.update(np.array(IDS, dtype="<i8").tobytes())
     digest.update("\n".join(CODES).encode())
     assert tokenizer.fingerprint == digest.hexdigest()
@@ -402,8 +411,8 @@ def edit_config(folder, **changes):
     ("changes", "error"),
     [
         (
-            {"format_version": 2, "shark_hf_version": "9.0.0"},
-            "written by shark-hf 9.0.0 with tokenizer format_version 2",
+            {"format_version": 3, "shark_hf_version": "9.0.0"},
+            "written by shark-hf 9.0.0 with tokenizer format_version 3",
         ),
         ({"format_version": None}, "has no format_version: it was not written by SharkTokenizer"),
         ({"format_version": 0}, "format_version 0 cannot be migrated: no migration step from version 0"),
@@ -540,3 +549,41 @@ def test_cluster_report_defaults_to_ccs_categories():
     first = report.clusters[0]
     assert (first.level, first.cluster, first.majority_label, first.majority_count) == (1, 2, "98", 2)
     assert "hypertension" in first.majority_name.lower()
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("embedding_model", "attacker/any-model"), ("embedding_text", "synonyms")]
+)
+def test_editing_the_embedding_model_or_text_breaks_the_fingerprint(tmp_path, semantic, key, value):
+    """A downloaded config cannot be edited to make `unknown="embed"` load another model (issue 14.4)."""
+    semantic.save_pretrained(tmp_path)
+    edit_config(tmp_path, **{key: value})
+    with pytest.raises(ValueError, match=f"{tmp_path}: fingerprint mismatch"):
+        SharkTokenizer.from_pretrained(tmp_path)
+
+
+def test_loaded_tokenizers_do_not_embed_unseen_codes_unless_asked(tmp_path, semantic):
+    semantic.save_pretrained(tmp_path)
+    loaded = SharkTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(KeyError, match="1 codes not in the tokenizer: \\[ICD9CM:4019\\]"):
+        loaded([[["401.9"]]])
+    assert loaded.text_encoder is None  # nothing was loaded
+
+
+def test_a_format_version_1_folder_is_migrated_after_its_old_fingerprint_is_checked(tmp_path, semantic):
+    semantic.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    tensors = load_file(tmp_path / TENSORS_NAME)
+    v1 = table_fingerprint(
+        "semantic", 8, semantic.ids.numpy(), semantic.codes, semantic.codebooks, None, None, format_version=1
+    )
+    save_file({**tensors, "ids": semantic.ids}, tmp_path / TENSORS_NAME)  # version 1 stored int64
+    edit_config(tmp_path, format_version=1, fingerprint=v1)
+    loaded = SharkTokenizer.from_pretrained(tmp_path)
+    assert loaded.fingerprint == semantic.fingerprint == config["fingerprint"]
+    edit_config(tmp_path, fingerprint="0" * 64)
+    with pytest.raises(ValueError, match="fingerprint mismatch"):
+        SharkTokenizer.from_pretrained(tmp_path)

@@ -40,7 +40,7 @@ class _TrainHelp(argparse.Action):
 
         training = HfArgumentParser(TrainingArguments, add_help=False).format_help()
         print(parser.format_help())
-        print("training flags (the run's; --output_dir, --cohort and --tokenizer are required):")
+        print("training flags (the run's; --output_dir and --cohort are required):")
         print(training[training.index("options:\n") + len("options:\n") :], end="")
         parser.exit()
 

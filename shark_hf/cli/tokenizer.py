@@ -23,6 +23,21 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
         "--embeddings", type=Path, help="Embeddings file (.safetensors from embed, .npy, .parquet, .json)."
     )
     add_code_source(source)
+    source.add_argument(
+        "--code-systems",
+        type=_systems,
+        help="Comma-separated code systems, e.g. ICD9CM,ICD10CM: embed and fit every billable code of them "
+        "(a universal tokenizer, no cohort input; --kind semantic only).",
+    )
+    p.add_argument(
+        "--model", default=None, help="--code-systems: embedding model (default: offline all-MiniLM-L6-v2)."
+    )
+    p.add_argument(
+        "--text",
+        default="description",
+        choices=["description", "hierarchy", "synonyms"],
+        help="--code-systems: the text embedded for each code.",
+    )
     p.add_argument("--key", default=None, help="Which set of a multi-set file (Dryad embeddings.json).")
     p.add_argument("--out", type=Path, required=True, help="Output tokenizer folder.")
     p.add_argument(
@@ -48,6 +63,22 @@ def _fit_tokenizer(args: argparse.Namespace) -> None:
         raise UserError("--deduplicate applies to --kind semantic only")
     if args.key and not args.embeddings:
         raise UserError("--key selects a set of an --embeddings file")
+    if args.code_systems:
+        if args.kind != "semantic":
+            raise UserError("--code-systems fits a semantic tokenizer: leave out --kind or use --system")
+        device = {"device": args.device} if args.device else {}
+        tokenizer = SharkTokenizer.from_code_systems(
+            args.code_systems,
+            model=args.model,
+            text=args.text,
+            num_levels=args.levels,
+            codebook_size=args.codebook_size,
+            seed=args.seed,
+            deduplicate=args.deduplicate,
+            **device,
+        )
+        _save(tokenizer, args.out)
+        return
     embeddings = _load_embeddings(args.embeddings, args.key) if args.embeddings else None
     if args.kind == "semantic":
         if embeddings is None:
@@ -68,11 +99,23 @@ def _fit_tokenizer(args: argparse.Namespace) -> None:
             tokenizer = SharkTokenizer.random_ids(codes, args.levels, args.codebook_size, seed=args.seed)
         else:
             tokenizer = SharkTokenizer.index(codes)
-    tokenizer.save_pretrained(args.out)
+    _save(tokenizer, args.out)
+
+
+def _save(tokenizer, out: Path) -> None:
+    tokenizer.save_pretrained(out)
     print(
         f"{tokenizer.kind} tokenizer: {len(tokenizer)} codes, L={tokenizer.num_levels}, "
-        f"K={tokenizer.codebook_size}, collision rate {tokenizer.collision_rate:.4f} -> {args.out}"
+        f"K={tokenizer.codebook_size}, collision rate {tokenizer.collision_rate:.4f} -> {out}"
     )
+
+
+def _systems(value: str) -> list[str]:
+    systems = [part.strip().upper() for part in value.split(",") if part.strip()]
+    unknown = [system for system in systems if system not in ("ICD9CM", "ICD10CM")]
+    if unknown or not systems:
+        raise argparse.ArgumentTypeError(f"code systems are ICD9CM and ICD10CM, got {value!r}")
+    return systems
 
 
 def _load_embeddings(path: Path, key: str | None):
@@ -104,15 +147,42 @@ def _inspect(args: argparse.Namespace) -> None:
         args.tokenizer, subfolder=args.subfolder, revision=args.revision
     )
     report = tokenizer.cluster_report(min_size=args.min_size)
+    stats = tokenizer.table_stats()
     if args.json:
         settings = {k: v for k, v in tokenizer.config.items() if k != "codes"}
-        print(json.dumps({"tokenizer": settings, **report.to_dict()}, indent=2))
+        print(json.dumps({"tokenizer": settings, **stats, **report.to_dict()}, indent=2))
         return
-    print(f"{tokenizer!r}\ncollision rate {tokenizer.collision_rate:.4f}")
+    print(repr(tokenizer))
     if errors := tokenizer.settings.get("level_errors"):
         print("reconstruction MSE after each level: " + ", ".join(f"{e:.4f}" for e in errors))
+    print(_format_stats(stats, tokenizer.codebook_size))
     print()
     print(report.format(top=args.top), end="")
+
+
+def _format_stats(stats: dict, codebook_size: int) -> str:
+    """The code table, collision and GEM-alignment lines of `inspect-tokenizer` (`table_stats`)."""
+    systems, collisions, gem = stats["code_systems"], stats["collisions"], stats["gem_alignment"]
+    rates = collisions["prefix_collision_rates"]
+    lines = [
+        f"code table: every billable code of {' and '.join(systems)} (no cohort input)"
+        if systems
+        else "code table: a chosen list of codes (fitted on a cohort, it lists the cohort's codes)",
+        "codes sharing their IDs with another code, levels "
+        + ", ".join(f"1-{level}: {100 * rate:.2f}%" for level, rate in enumerate(rates, 1))
+        + f" (full tuple: {collisions['num_collision_groups']} shared tuples, largest "
+        f"{collisions['largest_group']} codes)",
+        f"full-tuple collisions across CCS categories: {collisions['cross_ccs_pairs']} pairs "
+        f"({collisions['cross_ccs_codes']} codes)",
+    ]
+    if gem:
+        lines.append(
+            f"ICD-9-CM -> ICD-10-CM (GEM, {gem['num_pairs']} pairs): same level 1 "
+            f"{100 * gem['same_level1']:.1f}%, same levels 1-2 {100 * gem['same_levels12']:.1f}% "
+            f"(chance 1/K = {100 / codebook_size:.2f}%, 1/K^2 = {100 / codebook_size**2:.4f}%; "
+            f"shuffled targets {100 * gem['shuffled_level1']:.2f}%, {100 * gem['shuffled_levels12']:.4f}%)"
+        )
+    return "\n".join(lines)
 
 
 COMMANDS: dict[str, Command] = {
@@ -121,6 +191,7 @@ COMMANDS: dict[str, Command] = {
         _fit_tokenizer,
         "Fit Residual K-Means codebooks: codes -> semantic IDs (or a baseline tokenizer).",
         (
+            "shark-hf fit-tokenizer --code-systems ICD9CM,ICD10CM --out universal_tok/",
             "shark-hf fit-tokenizer --embeddings emb.safetensors --levels 4 --codebook-size 128 --out tok/",
             "shark-hf fit-tokenizer --kind random --cohort cohort/ --out random_tok/",
             "shark-hf fit-tokenizer --kind index --cohort cohort/ --out index_tok/",
