@@ -255,6 +255,20 @@ def test_evaluate_reproduces_the_training_test_metrics(work, trained, cohort):
     assert json.loads((work / "m.json").read_text())["num_samples"] == 10
 
 
+def test_evaluate_baselines_match_training_and_give_the_lift(trained, cohort):
+    report = json.loads(ok(f"evaluate --model {trained} --cohort {cohort[0]} --baselines"))
+    logged = json.loads((trained / "metrics.json").read_text())
+    assert report["best_baseline"] == logged["best_baseline"]
+    assert set(report["baselines"]) == {"most_frequent", "last_visit", "history"}
+    for name, metrics in report["baselines"].items():
+        for key in ("P@10", "P@20", "Acc@10", "Acc@20"):
+            assert metrics[key] == logged["baselines"][name]["test"][key], (name, key)
+    best = report["baselines"][report["best_baseline"]]
+    assert report["lift_over_best_baseline"] == {
+        key: report[key] - best[key] for key in ("P@10", "P@20", "Acc@10", "Acc@20")
+    }
+
+
 def test_predict_top_k_with_names_probabilities_and_attention(work, trained):
     predictions = json.loads(ok(f"predict --model {trained} --input {work}/patients.json --top-k 3"))
     assert [p["patient_id"] for p in predictions] == ["0", "p2"]
