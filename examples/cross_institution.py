@@ -37,11 +37,12 @@ from shark_hf.codes import cohort_codes
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
+from shark_hf.evaluation import evaluate_model
 from shark_hf.hub import push_model_and_tokenizer
 from shark_hf.metrics import HEADLINE_METRICS
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import TrainingArguments, evaluate_model, train
+from shark_hf.training import TrainingArguments, train
 from shark_hf.universal import UNIVERSAL_TOKENIZER
 from shark_hf.utils import TOKENIZER_SUBFOLDER
 

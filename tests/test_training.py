@@ -27,10 +27,11 @@ from shark_hf.codes import label_names
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
+from shark_hf.evaluation import REPORT_KS, evaluate_model, split_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.privacy import bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main, split_metrics
+from shark_hf.training import label_frequency_bias, main
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SIZE, BATCH_SIZE = 84, 16  # 6 batches per epoch: 5 of 16 and one of 4

@@ -140,7 +140,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ..codes import cohort_codes
-    from ..training import evaluate_model
+    from ..evaluation import evaluate_model
 
     cohort = load_cohort(args.cohort)
     if args.split not in cohort:

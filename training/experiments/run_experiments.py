@@ -38,17 +38,11 @@ from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
+from shark_hf.evaluation import REPORT_KS, make_dataloader, predict_scores
 from shark_hf.metrics import compute_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import (
-    REPORT_KS,
-    TrainingArguments,
-    make_dataloader,
-    predict_scores,
-    resolve_label_names,
-    train,
-)
+from shark_hf.training import TrainingArguments, resolve_label_names, train
 
 HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 SLICES = ("rare", "medium", "frequent")
