@@ -133,6 +133,7 @@ def hospital_a(args: argparse.Namespace) -> dict:
     metrics = train(
         TrainingArguments(
             output_dir=str(work / "model"),
+            overwrite_output_dir=True,  # a rerun of the example replaces its model
             cohort=str(work / "mimic3-synthetic"),
             tokenizer=str(work / "tokenizer"),
             num_epochs=args.epochs_a,
@@ -197,6 +198,7 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
     metrics = train(
         TrainingArguments(
             output_dir=str(work / "model"),
+            overwrite_output_dir=True,  # a rerun of the example replaces its model
             cohort=str(work / "mimic4-icd10-synthetic"),
             tokenizer=str(work / "tokenizer"),
             init_from=str(pretrained),

@@ -53,6 +53,7 @@ def run_demo(out_dir: str | Path = "demo_output", seed: int = 0, num_epochs: int
             tokenizer=str(tokenizers[folder]),
             seed=seed,
             num_epochs=num_epochs,
+            overwrite_output_dir=True,  # the demo regenerates its folder
         )
         results[name] = train(args)
         _write_card(out / folder, out / folder / "README.md")

@@ -16,7 +16,15 @@ training_curves.png                          train/validation loss and validatio
 checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders, with trainer_state.json and
                                              best_model/ (the best model so far), written every
                                              `--checkpoint_steps` optimizer steps
+.shark-train.lock                            the pid of the process training into the folder (removed at
+                                             the end)
 ```
+
+A folder that holds another run is refused unless the run resumes or `--overwrite_output_dir` is given
+(`shark_hf.output_folder`). A checkpoint is written into a hidden temporary folder and renamed to
+`checkpoint_<i>` once complete; only then are checkpoints beyond `--checkpoint_limit` deleted, so a run
+killed mid-save still has its previous checkpoint, and `--resume_from_checkpoint latest` takes the newest
+complete one.
 
 The same code runs single-process (`python training/train.py ...` or `python -m shark_hf.training ...`) and
 distributed (`accelerate launch training/train.py ...` or `accelerate launch -m shark_hf.training ...`);
@@ -33,6 +41,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,7 +51,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from datasets import Dataset, DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -61,6 +72,7 @@ from .evaluation import (
 )
 from .metrics import HEADLINE_METRICS
 from .modeling_shark import SharkForDiagnosisPrediction
+from .output_folder import RUN_MARKERS, OutputDirLock, check_output_dir
 from .plots import plot_training_curves
 from .tokenization_shark import SharkTokenizer
 from .universal import UNIVERSAL_TOKENIZER
@@ -69,6 +81,9 @@ from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+# A checkpoint's folder once complete; `.checkpoint_<i>.tmp` while it is written.
+CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
 BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
@@ -78,7 +93,14 @@ EMBEDDING_WEIGHT = "code_embeddings.weight"  # the codeword (or, for `learned`, 
 PER_LABEL_PREFIXES = (HEAD_PREFIX, "history.label_weight")
 SCHEDULES = ("constant", "linear", "cosine")
 # Options that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
+_RESUMABLE_CHANGES = {
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "num_epochs",
+    "patience",
+    "checkpoint_limit",
+}
 
 
 @dataclass
@@ -168,7 +190,15 @@ class TrainingArguments:
     )
     checkpoint_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={"help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that holds a previous run (without this, such a folder is "
+            "refused unless resuming): its model, metrics, log and checkpoints are replaced."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -388,8 +418,45 @@ def init_head_bias(model: SharkForDiagnosisPrediction, bias: torch.Tensor) -> No
 
 
 def train(args: TrainingArguments) -> dict:
-    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json's content."""
+    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json's content.
+
+    The output folder is checked and locked first (`_claim_output_dir`); the lock is released at the end,
+    also when training fails."""
     accelerator = _make_accelerator(args)
+    lock = _claim_output_dir(args, accelerator)
+    try:
+        return _train(args, accelerator)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim_output_dir(args: TrainingArguments, accelerator: Accelerator) -> OutputDirLock | None:
+    """On the main process: `check_output_dir` and take the folder's lock (returned; None elsewhere). Every
+    process raises the main process's error, so that none is left waiting for the others."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            check_output_dir(
+                args.output_dir,
+                args.init_from,
+                resuming=args.resume_from_checkpoint is not None,
+                overwrite=args.overwrite_output_dir,
+            )
+            lock = OutputDirLock(args.output_dir)
+            lock.acquire()
+        except (ValueError, OSError) as caught:
+            error = (type(caught), str(caught))
+    if accelerator.num_processes > 1:
+        (error,) = broadcast_object_list([error])
+    if error is not None:
+        kind, message = error
+        raise kind(message)
+    return lock
+
+
+def _train(args: TrainingArguments, accelerator: Accelerator) -> dict:
+    """`train` once the output folder is claimed."""
     set_seed(args.seed)
     cohort = load_cohort(args)
     tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
@@ -463,15 +530,13 @@ def _make_scheduler(args: TrainingArguments, accelerator: Accelerator, optimizer
 
 
 def _make_accelerator(args: TrainingArguments) -> Accelerator:
-    """An Accelerator with numbered checkpoints under `output_dir/checkpoints` and a seeded sampler."""
+    """An Accelerator with trackers logging into `output_dir` and a seeded sampler."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir,
-            automatic_checkpoint_naming=True,
-            total_limit=args.checkpoint_limit,
-        ),
+        # Checkpoints are numbered by project_config.iteration (which save_state advances) and written by
+        # `_save_checkpoint`, not by Accelerate's automatic naming, which deletes old ones before saving.
+        project_config=ProjectConfiguration(project_dir=args.output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         log_with=_available_trackers(),
     )
@@ -487,9 +552,12 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
 def _start_run(
     args: TrainingArguments, accelerator: Accelerator, cohort: DatasetDict, model, tokenizer: SharkTokenizer
 ) -> None:
-    """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
+    """Create the output folder (a fresh start: without a previous run's outputs, with an empty log), save
+    the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        if args.resume_from_checkpoint is None:
+            _clear_previous_run(Path(args.output_dir))
         tokenizer.save_pretrained(Path(args.output_dir) / TOKENIZER_SUBFOLDER)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
         params = sum(p.numel() for p in model.parameters())
@@ -501,6 +569,19 @@ def _start_run(
         )
     accelerator.init_trackers("shark", config=_tracker_config(args))
     accelerator.wait_for_everyone()
+
+
+def _clear_previous_run(output_dir: Path) -> None:
+    """Delete what an earlier run left in `output_dir` (only there with --overwrite_output_dir) and start an
+    empty log.jsonl."""
+    for name in (*RUN_MARKERS, "model.safetensors", "training_curves.png"):
+        path = output_dir / name
+        if path.is_dir():
+            logger.warning("--overwrite_output_dir: deleting the previous run's %s", path)
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    atomic_write_text(output_dir / "log.jsonl", "")
 
 
 def _train_epoch(
@@ -663,20 +744,67 @@ def _final_results(
 
 def _save_checkpoint(args: TrainingArguments, accelerator: Accelerator, state: TrainerState) -> None:
     """`save_state` (weights, optimizer, RNGs, sampler) plus the trainer's progress as JSON and the best
-    model so far, so that the checkpoint alone can resume the run (into any output folder)."""
-    folder = Path(accelerator.save_state())
+    model so far, so that the checkpoint alone can resume the run (into any output folder).
+
+    Everything goes into `checkpoints/.checkpoint_<i>.tmp`, renamed to `checkpoint_<i>` when complete; only
+    then are the oldest complete checkpoints beyond `--checkpoint_limit` deleted."""
+    checkpoints = Path(args.output_dir) / CHECKPOINTS
+    index = accelerator.project_configuration.iteration
+    folder, partial = checkpoints / f"checkpoint_{index}", checkpoints / f".checkpoint_{index}.tmp"
+    if accelerator.is_main_process and partial.exists():  # left by a run killed while saving
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every process's files are in `partial`
     if accelerator.is_main_process:
         if state.best_epoch > 0:
-            SharkForDiagnosisPrediction.from_pretrained(args.output_dir).save_pretrained(folder / BEST_MODEL)
-        _write_json(folder / TRAINER_STATE, {**asdict(state), "args": asdict(args)})
+            SharkForDiagnosisPrediction.from_pretrained(args.output_dir).save_pretrained(partial / BEST_MODEL)
+        _write_json(partial / TRAINER_STATE, {**asdict(state), "args": asdict(args)})
+        _replace_folder(partial, folder)
+        _delete_old_checkpoints(checkpoints, args.checkpoint_limit)
     accelerator.wait_for_everyone()
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; an existing `target` (left before the run resumed from an earlier
+    checkpoint, or incomplete) is moved aside first and deleted after."""
+    if target.exists():
+        logger.warning("Replacing %s, left there before this run resumed", target)
+        stale = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(target, stale)
+        os.replace(source, target)
+        shutil.rmtree(stale)
+    else:
+        os.replace(source, target)
+
+
+def _delete_old_checkpoints(checkpoints: Path, limit: int | None) -> None:
+    """Keep the newest `limit` complete checkpoints (all when `limit` is None)."""
+    complete = _complete_checkpoints(checkpoints)
+    for old in complete[: max(len(complete) - limit, 0)] if limit is not None else []:
+        shutil.rmtree(old)
+
+
+def _complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """The `checkpoint_<i>` folders of `checkpoints` that hold a trainer state, oldest first."""
+    found = []
+    for folder in checkpoints.glob("checkpoint_*"):
+        match = CHECKPOINT_NAME.fullmatch(folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        if not (folder / TRAINER_STATE).is_file():
+            logger.warning("%s is incomplete (no %s): skipped", folder, TRAINER_STATE)
+            continue
+        found.append((int(match.group(1)), folder))
+    return [folder for _, folder in sorted(found)]
 
 
 def _resume(args: TrainingArguments, accelerator: Accelerator) -> TrainerState:
     """Restore a checkpoint: training state, trainer progress, the best model so far and log.jsonl."""
     folder = Path(args.resume_from_checkpoint)
     if args.resume_from_checkpoint == "latest":
-        folder = _latest_checkpoint(Path(args.output_dir) / "checkpoints")
+        folder = _latest_checkpoint(Path(args.output_dir) / CHECKPOINTS)
     if not (folder / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{folder} is not a shark-hf checkpoint: it has no {TRAINER_STATE}")
     saved = json.loads((folder / TRAINER_STATE).read_text())
@@ -714,9 +842,10 @@ def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
 
 
 def _latest_checkpoint(folder: Path) -> Path:
-    checkpoints = sorted(folder.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    """The newest complete checkpoint in `folder` (incomplete ones, left by a killed save, are skipped)."""
+    checkpoints = _complete_checkpoints(folder)
     if not checkpoints:
-        raise FileNotFoundError(f"No checkpoint_* folder in {folder} to resume from")
+        raise FileNotFoundError(f"No complete checkpoint_* folder in {folder} to resume from")
     return checkpoints[-1]
 
 

@@ -335,6 +335,16 @@ BAD_INPUT = [
     ("train --cohort {raw} --tokenizer {run}/tokenizer --output_dir {work}/r", "is not a cohort folder"),
     ("train --cohort {cohort} --tokenizer {cohort} --output_dir {work}/r", "is not a tokenizer folder"),
     ("train --cohort mimic3 --tokenizer {run}/tokenizer --output_dir {work}/r", "needs --root"),
+    (  # refused before `accelerate launch` starts any process
+        "train --num-processes 2 --cohort {cohort} --tokenizer {run}/tokenizer --output_dir {run}",
+        "--output_dir {run} already holds a training run (config.json, metrics.json, log.jsonl): pass "
+        "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir to replace it",
+    ),
+    (
+        "train --cohort {cohort} --tokenizer {run}/tokenizer --output_dir {run}/../run/ --init_from {run}",
+        "--output_dir {run}/../run/ is the --init_from model folder: training would overwrite the model it "
+        "starts from; choose another --output_dir",
+    ),
 ]
 
 

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                     seed=seed,
                     num_epochs=args.epochs,
                     repeat_head=repeat,
+                    overwrite_output_dir=True,  # a rerun of the experiments replaces its runs
                 )
             )
             scores, targets = test_scores(run_dir, cohort)
