@@ -55,7 +55,7 @@ from .modeling_shark import SharkForDiagnosisPrediction
 from .plots import plot_training_curves
 from .privacy import BOOTSTRAP_RESAMPLES, bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
-from .universal import UNIVERSAL_TOKENIZER
+from .training_args import TrainingArguments
 from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -69,121 +69,8 @@ EMBEDDING_WEIGHT = "code_embeddings.weight"  # the codeword (or, for `learned`, 
 # Parameters with one row per label (the head, and the repeat path's per-label weights): a new label space
 # re-initialises them.
 PER_LABEL_PREFIXES = (HEAD_PREFIX, "history.label_weight")
-SCHEDULES = ("constant", "linear", "cosine")
 # Options that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
-
-
-@dataclass
-class TrainingArguments:
-    """Options of `train`. Every field is also a `--flag` of `training/train.py`."""
-
-    output_dir: str = field(
-        metadata={"help": "Folder for the best model, tokenizer, metrics and checkpoints."}
-    )
-    cohort: str = field(
-        metadata={
-            "help": "A `datasets.save_to_disk` folder, or a builder name (mimic3, mimic4, meds) with --root."
-        }
-    )
-    tokenizer: str = field(
-        default=UNIVERSAL_TOKENIZER,
-        metadata={
-            "help": "A SharkTokenizer folder or Hub repo id (default: the universal tokenizer shipped with "
-            "shark-hf, shark_hf.UNIVERSAL_TOKENIZER: every ICD-9-CM and ICD-10-CM code, no cohort input)."
-        },
-    )
-    root: str | None = field(default=None, metadata={"help": "Data root when --cohort is a builder name."})
-    tokenizer_subfolder: str | None = field(default=None, metadata={"help": "Subfolder of --tokenizer."})
-    label_space: str = field(default="ccs", metadata={"help": "Label space: ccs, ccsr or code."})
-    init_from: str | None = field(
-        default=None,
-        metadata={
-            "help": "Fine-tune from a pretrained model folder or repo id (its architecture is kept; if its "
-            "labels differ from the cohort's, the prediction head is re-initialised)."
-        },
-    )
-    allow_tokenizer_mismatch: bool = field(
-        default=False, metadata={"help": "Fine-tune even if --tokenizer differs from the model's tokenizer."}
-    )
-    embed_dim: int = field(default=16, metadata={"help": "Codeword embedding width d (paper: 16)."})
-    hidden_size: int = field(default=16, metadata={"help": "GRU hidden size."})
-    composition: str = field(default="sum", metadata={"help": "How L codewords form a code: sum or concat."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout on the patient context vector."})
-    repeat_head: bool = field(
-        default=True,
-        metadata={
-            "help": "Add the label-history (repeat) path to the paper's head (SharkConfig.repeat_head): the "
-            "best configuration in training/experiments/RESULTS.md. --no_repeat_head trains the paper-exact "
-            "model."
-        },
-    )
-    label_frequency_bias: bool = field(
-        default=True,
-        metadata={
-            "help": "Start a new (or re-initialised) prediction head with each label's bias at the log-odds "
-            "of its smoothed training frequency (n + 0.5) / (N + 1) instead of 0, so that the first steps "
-            "need not learn the label frequencies. A fine-tuned head that is kept is left as it is."
-        },
-    )
-    learning_rate: float = field(
-        default=1e-2,
-        metadata={
-            "help": "AdamW peak learning rate (paper: 1e-3, constant, which does not converge in 30 "
-            "epochs; 1e-2 with the cosine decay reaches the best validation P@10 well before epoch 30 on the "
-            "built-in cohort, see benchmarks/bench_convergence.py)."
-        },
-    )
-    lr_scheduler_type: str = field(
-        default="constant",
-        metadata={
-            "help": "Learning-rate schedule after warmup: constant, linear or cosine (to 0 at --num_epochs)."
-        },
-    )
-    warmup_ratio: float = field(
-        default=0.05,
-        metadata={"help": "Share of the --num_epochs optimizer steps spent warming up linearly."},
-    )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    num_epochs: int = field(default=30, metadata={"help": "Maximum number of epochs."})
-    batch_size: int = field(default=64, metadata={"help": "Patients per batch and process."})
-    eval_batch_size: int = field(default=256, metadata={"help": "Patients per evaluation batch and process."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    max_visits: int | None = field(default=None, metadata={"help": "Keep only the most recent visits."})
-    patience: int = field(
-        default=5, metadata={"help": "Epochs without validation P@10 gain before stopping."}
-    )
-    mixed_precision: str = field(
-        default="no", metadata={"help": "no, fp16 or bf16 (where the hardware has it)."}
-    )
-    checkpoint_steps: int | None = field(
-        default=None, metadata={"help": "Save the full training state every N optimizer steps."}
-    )
-    checkpoint_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
-
-    def __post_init__(self) -> None:
-        for name in (
-            "num_epochs",
-            "patience",
-            "batch_size",
-            "eval_batch_size",
-            "gradient_accumulation_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr_scheduler_type not in SCHEDULES:
-            raise ValueError(
-                f"--lr_scheduler_type must be one of {SCHEDULES}, got {self.lr_scheduler_type!r}"
-            )
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
-            raise ValueError(f"--checkpoint_steps must be at least 1, got {self.checkpoint_steps}")
 
 
 @dataclass
