@@ -4,7 +4,8 @@ Importing `shark_hf` is cheap: it loads neither torch nor transformers. The name
 their modules on first use (a module `__getattr__`, in the spirit of transformers' `_LazyModule`), and
 `SharkConfig` / `SharkForDiagnosisPrediction` are registered with the transformers Auto classes (`AutoConfig`,
 `AutoModel`, `AutoModelForSequenceClassification`) as soon as transformers loads them (`auto_registration`),
-so saved and pushed SHARK models load with `AutoModel.from_pretrained(...)` without `trust_remote_code`.
+so saved and pushed SHARK models load with `AutoModel.from_pretrained(...)` without `trust_remote_code`,
+and `transformers.pipeline("diagnosis-prediction", model=...)` runs them (`pipelines`).
 
 `UNIVERSAL_TOKENIZER` is the folder of the tokenizer shipped with the package (every ICD-9-CM and ICD-10-CM
 code, L=4, K=128): `SharkTokenizer.from_pretrained(shark_hf.UNIVERSAL_TOKENIZER)`.
@@ -42,6 +43,8 @@ _LAZY_NAMES: dict[str, str] = {
     "recall_at_k": "metrics",
     "SharkForDiagnosisPrediction": "modeling_shark",
     "SharkOutput": "modeling_shark",
+    "DiagnosisPredictionPipeline": "pipelines",
+    "load_model_and_tokenizer": "pipelines",
     "ResidualKMeans": "rkmeans",
     "SharkTokenizer": "tokenization_shark",
 }
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from .hub import push_model_and_tokenizer
     from .metrics import accuracy_at_k, compute_metrics, precision_at_k, recall_at_k
     from .modeling_shark import SharkForDiagnosisPrediction, SharkOutput
+    from .pipelines import DiagnosisPredictionPipeline, load_model_and_tokenizer
     from .rkmeans import ResidualKMeans
     from .tokenization_shark import SharkTokenizer
 
@@ -77,6 +81,7 @@ _install_auto_registration()
 __all__ = [
     "UNIVERSAL_TOKENIZER",
     "CodeEmbeddings",
+    "DiagnosisPredictionPipeline",
     "ResidualKMeans",
     "SharkConfig",
     "SharkForDiagnosisPrediction",
@@ -93,6 +98,7 @@ __all__ = [
     "is_known",
     "label_names",
     "load_embeddings",
+    "load_model_and_tokenizer",
     "normalize_code",
     "precision_at_k",
     "push_model_and_tokenizer",

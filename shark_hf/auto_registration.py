@@ -6,8 +6,10 @@ Instead `install()` (called by `shark_hf/__init__.py`) registers at once with wh
 are already loaded, and puts an import hook on `sys.meta_path` for the others: as soon as
 `transformers.models.auto.configuration_auto` finishes loading, `SharkConfig` is registered with
 `AutoConfig`; as soon as `transformers.models.auto.modeling_auto` does, `SharkForDiagnosisPrediction` is
-registered with `AutoModel` and `AutoModelForSequenceClassification`. So after `import shark_hf`,
-`AutoModel.from_pretrained(a_shark_model)` works without `trust_remote_code`, whichever is imported first.
+registered with `AutoModel` and `AutoModelForSequenceClassification`; as soon as `transformers.pipelines`
+does, the "diagnosis-prediction" task is registered with its `PIPELINE_REGISTRY` (`shark_hf.pipelines`). So
+after `import shark_hf`, `AutoModel.from_pretrained(a_shark_model)` works without `trust_remote_code` and
+`pipeline("diagnosis-prediction", model=a_shark_model)` works, whichever is imported first.
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ def register_models(modeling_auto: ModuleType) -> None:
         auto_class.register(SharkConfig, SharkForDiagnosisPrediction, exist_ok=True)
 
 
+def register_pipeline(pipelines: ModuleType) -> None:
+    """Register the "diagnosis-prediction" task with `PIPELINE_REGISTRY`."""
+    from .pipelines import register_pipeline as register
+
+    register(pipelines)
+
+
 REGISTRATIONS: dict[str, Callable[[ModuleType], None]] = {
     "transformers.models.auto.configuration_auto": register_config,
     "transformers.models.auto.modeling_auto": register_models,
+    "transformers.pipelines": register_pipeline,
 }
 """Module name -> the registration to run once that module is loaded."""
 
@@ -86,4 +96,11 @@ def install() -> None:
         sys.meta_path.insert(0, RegistrationFinder())
 
 
-__all__ = ["REGISTRATIONS", "RegistrationFinder", "install", "register_config", "register_models"]
+__all__ = [
+    "REGISTRATIONS",
+    "RegistrationFinder",
+    "install",
+    "register_config",
+    "register_models",
+    "register_pipeline",
+]
