@@ -14,6 +14,7 @@ after `import shark_hf`, `AutoModel.from_pretrained(a_shark_model)` works withou
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -38,10 +39,11 @@ def register_models(modeling_auto: ModuleType) -> None:
 
 
 def register_pipeline(pipelines: ModuleType) -> None:
-    """Register the "diagnosis-prediction" task with `PIPELINE_REGISTRY`."""
-    from .pipelines import register_pipeline as register
-
-    register(pipelines)
+    """Register the "diagnosis-prediction" task with `PIPELINE_REGISTRY`: `shark_hf.pipelines` does so when
+    it is imported, so this imports it unless it is loaded, or loading (the module whose `from transformers
+    import Pipeline` is importing `transformers.pipelines` now: it registers at its end)."""
+    if f"{__package__}.pipelines" not in sys.modules:
+        importlib.import_module(".pipelines", __package__)
 
 
 REGISTRATIONS: dict[str, Callable[[ModuleType], None]] = {

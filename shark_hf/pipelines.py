@@ -9,8 +9,9 @@
 [{'label': '101', 'name': 'Coronary atherosclerosis and other heart disease', 'score': 0.61}, ...]
 
 The tokenizer comes from the model's `tokenizer/` subfolder (the layout `shark-hf train` and
-`push_model_and_tokenizer` write), unless one is passed. `load_model_and_tokenizer` loads the two together
-for library use (`model.predict(VisitCollator.for_model(tokenizer, model.config)(rows))`).
+`push_model_and_tokenizer` write), unless one is passed. Importing this module registers the task.
+`load_model_and_tokenizer` loads the two together for library use
+(`model.predict(VisitCollator.for_model(tokenizer, model.config)(rows))`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import transformers.pipelines
 from transformers import Pipeline
 
 from .data.collator import VisitCollator
@@ -200,6 +202,8 @@ def register_pipeline(pipelines: Any) -> None:
         TASK, pipeline_class=DiagnosisPredictionPipeline, pt_model=SharkForDiagnosisPrediction, type="text"
     )
 
+
+register_pipeline(transformers.pipelines)
 
 __all__ = [
     "DEFAULT_TOP_K",
