@@ -165,8 +165,10 @@ print(json.dumps(predict(json.loads(sys.argv[2]), top_k=4)))
     [
         "import shark_hf\nfrom transformers import pipeline",
         "from transformers import pipeline\nimport shark_hf",
+        # shark_hf.pipelines is the first to import transformers.pipelines: no import cycle
+        "import shark_hf\nshark_hf.load_model_and_tokenizer\nfrom transformers import pipeline",
     ],
-    ids=["shark-first", "pipeline-first"],
+    ids=["shark-first", "pipeline-first", "shark-pipelines-first"],
 )
 def test_import_shark_hf_registers_the_task_in_a_fresh_interpreter(model_dir, imports):
     command = [sys.executable, "-c", SCRIPT.format(imports=imports), str(model_dir), json.dumps(PATIENT)]
