@@ -74,6 +74,7 @@ def main() -> None:
                 tokenizer=str(tokenizer_dir),
                 num_epochs=args.epochs,
                 seed=args.seed,
+                overwrite_output_dir=True,  # a rerun of the benchmark replaces its runs
                 **options,
             )
         )

@@ -37,11 +37,12 @@ from shark_hf.codes import cohort_codes
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
+from shark_hf.evaluation import evaluate_model
 from shark_hf.hub import push_model_and_tokenizer
 from shark_hf.metrics import HEADLINE_METRICS
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import TrainingArguments, evaluate_model, train
+from shark_hf.training import TrainingArguments, train
 from shark_hf.universal import UNIVERSAL_TOKENIZER
 from shark_hf.utils import TOKENIZER_SUBFOLDER
 
@@ -132,6 +133,7 @@ def hospital_a(args: argparse.Namespace) -> dict:
     metrics = train(
         TrainingArguments(
             output_dir=str(work / "model"),
+            overwrite_output_dir=True,  # a rerun of the example replaces its model
             cohort=str(work / "mimic3-synthetic"),
             tokenizer=str(work / "tokenizer"),
             num_epochs=args.epochs_a,
@@ -196,6 +198,7 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
     metrics = train(
         TrainingArguments(
             output_dir=str(work / "model"),
+            overwrite_output_dir=True,  # a rerun of the example replaces its model
             cohort=str(work / "mimic4-icd10-synthetic"),
             tokenizer=str(work / "tokenizer"),
             init_from=str(pretrained),

@@ -188,15 +188,32 @@ def model_card(
         repository_contents={name: _file_content(name) for name in repository_files},
         tokenizer=_tokenizer_summary(tokenizer_config),
         metrics=splits,
-        metrics_note=(
-            "Metrics of the best epoch (selected on validation P@10)."
-            if splits
-            else "This model has not been evaluated: no metrics.json was found next to it."
-        ),
+        metrics_note=_metrics_note(metrics, bool(splits)),
+        baselines={name: result["test"] for name, result in metrics.get("baselines", {}).items()},
+        best_baseline=metrics.get("best_baseline"),
+        lift=_lift_text(metrics.get("lift_over_best_baseline", {})),
         privacy_audit=_privacy_text(privacy),
         hyperparameters=hyperparameters,
         license_note=_license_note(license, gated),
     )
+
+
+def _lift_text(lift: dict[str, float]) -> str:
+    """`P@10 +0.0700, P@20 ...`: the headline metrics of the model's lift over the best baseline."""
+    return ", ".join(f"{k} {lift[k]:+.4f}" for k in HEADLINE_METRICS if k in lift)
+
+
+def _metrics_note(metrics: dict[str, Any], evaluated: bool) -> str:
+    """What the results table shows, and a warning when the best epoch was the last allowed one."""
+    if not evaluated:
+        return "This model has not been evaluated: no metrics.json was found next to it."
+    note = "Metrics of the best epoch (selected on validation P@10)."
+    if metrics.get("best_epoch_at_cap"):
+        note += (
+            f" **Warning: the best epoch ({metrics['best_epoch']}) was the last allowed one: training had "
+            "not converged, and these figures may understate the model.**"
+        )
+    return note
 
 
 LABEL_SPACE_NAMES = {"ccs": "single-level CCS", "ccsr": "CCSR", "code": "diagnosis code"}

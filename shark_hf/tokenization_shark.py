@@ -34,6 +34,14 @@ from transformers import BatchEncoding
 
 from shark_hf.cards import tokenizer_card
 from shark_hf.cluster_report import ClusterReport, ClusterStat, CrossChapterPair, cluster_report
+from shark_hf.code_table import (
+    append_collision_level,
+    canonical_codes,
+    checked_vectors,
+    collision_index,
+    describe_tensor,
+    unknown_codes_message,
+)
 from shark_hf.codes import all_codes, normalize_code
 from shark_hf.embeddings import TEXT_STRATEGIES, CodeEmbeddings, TextEncoder, embed_codes, load_text_encoder
 from shark_hf.rkmeans import ResidualKMeans
@@ -140,8 +148,8 @@ class SharkTokenizer(
                 tuple unique (needs K >= the largest collision group).
             **rkmeans_kwargs: passed to `ResidualKMeans` (`n_init`, `max_iter`, `tol`, `device`).
         """
-        codes = _canonical_codes(embeddings.codes, "embeddings.codes")
-        vectors = _checked_vectors(codes, embeddings.vectors)
+        codes = canonical_codes(embeddings.codes, "embeddings.codes")
+        vectors = checked_vectors(codes, embeddings.vectors)
         if codebook_size > len(codes):
             raise ValueError(
                 f"codebook_size={codebook_size} is larger than the number of codes ({len(codes)}): k-means "
@@ -152,7 +160,7 @@ class SharkTokenizer(
         )
         ids = rkmeans.fit_encode(vectors).cpu()
         if deduplicate:
-            ids = torch.cat([ids, _collision_index(ids, codebook_size, codes)[:, None]], dim=1)
+            ids = torch.cat([ids, collision_index(ids, codebook_size, codes)[:, None]], dim=1)
         settings = {
             "seed": seed,
             "rkmeans": {
@@ -240,7 +248,7 @@ class SharkTokenizer(
         IDs come from `torch.randint` on a `torch.Generator` seeded with `seed`, row by row in the order of
         `codes`, so the same codes in the same order and the same seed give the same table.
         """
-        codes = _canonical_codes(codes, "codes")
+        codes = canonical_codes(codes, "codes")
         if num_levels < 1 or codebook_size < 1:
             raise ValueError(
                 f"num_levels and codebook_size must be >= 1, got {num_levels} and {codebook_size}"
@@ -254,14 +262,14 @@ class SharkTokenizer(
     @classmethod
     def index(cls, codes: Sequence[str]) -> SharkTokenizer:
         """One ID per code: L = 1, K = N and the ID of a code is its row (plain RETAIN's per-code table)."""
-        codes = _canonical_codes(codes, "codes")
+        codes = canonical_codes(codes, "codes")
         ids = torch.arange(len(codes), dtype=torch.int64)[:, None]
         return cls(codes, ids, kind="index", codebook_size=len(codes))
 
     def _set_table(self, codes: list[str], ids: torch.Tensor) -> None:
         """Validate and install the code table; recompute every cache derived from it."""
         if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.ndim != 2:
-            raise ValueError(f"ids must be an int64 tensor [N, L], got {_describe_tensor(ids)}")
+            raise ValueError(f"ids must be an int64 tensor [N, L], got {describe_tensor(ids)}")
         if ids.shape[0] != len(codes):
             raise ValueError(f"ids has {ids.shape[0]} rows but there are {len(codes)} codes")
         if ids.shape[1] < 1:
@@ -450,7 +458,7 @@ class SharkTokenizer(
                 invalid[raw] = str(error)
         unknown = sorted({code for code in canonical.values() if code not in self._row})
         if policy == "error" and (unknown or invalid):
-            raise KeyError(_unknown_message(unknown, invalid))
+            raise KeyError(unknown_codes_message(unknown, invalid))
         if policy == "embed" and invalid:
             raise ValueError(f"cannot embed strings that are not valid codes: {invalid}")
         table = self._ids_padded
@@ -477,7 +485,7 @@ class SharkTokenizer(
 
     def _encode_vectors(self, codes: list[str], vectors: torch.Tensor) -> torch.Tensor:
         """Residual greedy IDs `[n, L_rq]` of `vectors` `[n, D]` under the stored codebooks."""
-        vectors = _checked_vectors(codes, vectors)
+        vectors = checked_vectors(codes, vectors)
         if vectors.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"embedding dimension mismatch: the codebooks are {self.embedding_dim}-d (fitted on "
@@ -488,21 +496,10 @@ class SharkTokenizer(
     def _with_collision_level(
         self, semantic_ids: torch.Tensor, codes: list[str], reserve: bool = True
     ) -> torch.Tensor:
-        """Append the deduplication level to new codes' IDs `[n, L_rq]`: the next free index of their
-        collision group. With `reserve=False` each code is placed as if it were the only one added."""
+        """Append the deduplication level to new codes' IDs `[n, L_rq]` (`append_collision_level`)."""
         if not self.deduplicated:
             return semantic_ids
-        groups = Counter(map(tuple, self._ids_np[:, :-1].tolist()))
-        level = []
-        for code, key in zip(codes, map(tuple, semantic_ids.tolist()), strict=True):
-            if groups[key] >= self.codebook_size:
-                raise ValueError(
-                    f"cannot deduplicate {code}: its IDs {list(key)} are already shared by {groups[key]} "
-                    f"codes and the deduplication level holds at most codebook_size={self.codebook_size}"
-                )
-            level.append(groups[key])
-            groups[key] += int(reserve)
-        return torch.cat([semantic_ids, torch.tensor(level, dtype=torch.int64)[:, None]], dim=1)
+        return append_collision_level(self._ids_np[:, :-1], semantic_ids, codes, self.codebook_size, reserve)
 
     def _embed_unknown(self, codes: list[str]) -> dict[str, tuple[int, ...]]:
         """ID tuples of codes not in the table, embedded with the tokenizer's model (memoised; the table
@@ -546,7 +543,7 @@ class SharkTokenizer(
         Returns:
             The canonical codes added, in order.
         """
-        codes = _canonical_codes(embeddings.codes, "embeddings.codes")
+        codes = canonical_codes(embeddings.codes, "embeddings.codes")
         if self._codebooks is None:
             raise ValueError(
                 f"add_codes needs codebooks, and a {self.kind!r} tokenizer has none: build a new "
@@ -782,71 +779,6 @@ class SharkTokenizer(
             min_size=min_size,
             max_pairs=max_pairs,
         )
-
-
-# ---------------------------------------------------------------------- validation helpers
-
-
-def _canonical_codes(codes: Sequence[str], what: str) -> list[str]:
-    """Normalise codes to canonical keys; duplicates (after normalisation) are an error naming them."""
-    if isinstance(codes, str):
-        raise TypeError(f"{what} must be a list of codes, got the string {codes!r}")
-    canonical = [normalize_code(code) for code in codes]
-    if not canonical:
-        raise ValueError(f"{what} is empty")
-    duplicates = sorted(code for code, count in Counter(canonical).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"duplicate codes in {what} (after normalisation): {duplicates}")
-    return canonical
-
-
-def _checked_vectors(codes: list[str], vectors: torch.Tensor) -> torch.Tensor:
-    """Vectors as CPU float32 `[N, D]` matching `codes`; NaN/inf rows are an error naming their codes."""
-    vectors = torch.as_tensor(vectors)
-    if vectors.ndim != 2 or vectors.shape[0] != len(codes):
-        raise ValueError(f"vectors must be [N={len(codes)}, D], got {list(vectors.shape)}")
-    vectors = vectors.detach().to("cpu", torch.float32)
-    bad = (~torch.isfinite(vectors)).any(dim=1).nonzero().flatten().tolist()
-    if bad:
-        raise ValueError(f"embeddings contain NaN or inf in the rows of {[codes[row] for row in bad]}")
-    return vectors
-
-
-def _collision_index(ids: torch.Tensor, codebook_size: int, codes: list[str]) -> torch.Tensor:
-    """For each row of `ids` `[N, L]`, its index among the rows with the same tuple (row order), `[N]`."""
-    values = ids.numpy()
-    _, group, counts = np.unique(values, axis=0, return_inverse=True, return_counts=True)
-    group = group.reshape(-1)
-    if counts.max() > codebook_size:
-        members = np.flatnonzero(group == int(np.argmax(counts)))
-        raise ValueError(
-            "deduplicate=True needs codebook_size >= the largest collision group, but "
-            f"{len(members)} codes share the IDs {values[members[0]].tolist()} "
-            f"({[codes[row] for row in members[:10]]}) and "
-            f"codebook_size={codebook_size}; use more levels or a larger codebook_size"
-        )
-    order = np.argsort(group, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    index = np.empty(len(group), dtype=np.int64)
-    index[order] = np.arange(len(group)) - starts[group[order]]
-    return torch.from_numpy(index)
-
-
-def _unknown_message(unknown: list[str], invalid: dict[str, str]) -> str:
-    parts = []
-    if unknown:
-        parts.append(f"{len(unknown)} codes not in the tokenizer: [{preview(unknown)}]")
-    if invalid:
-        parts.append(f"{len(invalid)} strings that are not valid codes: [{preview(sorted(invalid))}]")
-    return (
-        "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
-    )
-
-
-def _describe_tensor(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {list(value.shape)}"
-    return type(value).__name__
 
 
 __all__ = [

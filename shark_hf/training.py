@@ -1,4 +1,4 @@
-"""Training and evaluation of `SharkForDiagnosisPrediction` with Accelerate.
+"""Training of `SharkForDiagnosisPrediction` with Accelerate (evaluation lives in `shark_hf.evaluation`).
 
 `train(args)` is the whole job behind `training/train.py` and `shark-hf train`: it loads a cohort and a
 tokenizer, builds (or fine-tunes) a model, trains it with AdamW under `accelerate`, selects the best epoch on
@@ -16,7 +16,15 @@ training_curves.png                          train/validation loss and validatio
 checkpoints/checkpoint_<i>/                  `Accelerator.save_state` folders, with trainer_state.json and
                                              best_model/ (the best model so far), written every
                                              `--checkpoint_steps` optimizer steps
+.shark-train.lock                            the pid of the process training into the folder (removed at
+                                             the end)
 ```
+
+A folder that holds another run is refused unless the run resumes or `--overwrite_output_dir` is given
+(`shark_hf.output_folder`). A checkpoint is written into a hidden temporary folder and renamed to
+`checkpoint_<i>` once complete; only then are checkpoints beyond `--checkpoint_limit` deleted, so a run
+killed mid-save still has its previous checkpoint, and `--resume_from_checkpoint latest` takes the newest
+complete one.
 
 The same code runs single-process (`python training/train.py ...` or `python -m shark_hf.training ...`) and
 distributed (`accelerate launch training/train.py ...` or `accelerate launch -m shark_hf.training ...`);
@@ -33,6 +41,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,7 +51,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from datasets import Dataset, DatasetDict, load_from_disk
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -50,10 +61,19 @@ from .codes import label_names as code_label_names
 from .configuration_shark import SharkConfig
 from .data.cohort import cohort_task
 from .data.collator import VisitCollator
-from .metrics import HEADLINE_METRICS, compute_metrics
+from .evaluation import (
+    REPORT_KS,
+    evaluate_split,
+    make_dataloader,
+    membership_audit,
+    predict_scores,
+    restrict_labels,
+    split_metrics,
+)
+from .metrics import HEADLINE_METRICS
 from .modeling_shark import SharkForDiagnosisPrediction
+from .output_folder import RUN_MARKERS, OutputDirLock, check_output_dir
 from .plots import plot_training_curves
-from .privacy import BOOTSTRAP_RESAMPLES, bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from .tokenization_shark import SharkTokenizer
 from .training_args import TrainingArguments
 from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
@@ -61,16 +81,25 @@ from .utils import TOKENIZER_SUBFOLDER, atomic_write_text
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+# A checkpoint's folder once complete; `.checkpoint_<i>.tmp` while it is written.
+CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
 BEST_MODEL = "best_model"
 SELECTION_METRIC = "P@10"
-REPORT_KS = (5, 10, 15, 20, 25, 30)
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
 EMBEDDING_WEIGHT = "code_embeddings.weight"  # the codeword (or, for `learned`, per-code) table [L*K, d]
 # Parameters with one row per label (the head, and the repeat path's per-label weights): a new label space
 # re-initialises them.
 PER_LABEL_PREFIXES = (HEAD_PREFIX, "history.label_weight")
 # Options that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "num_epochs", "patience", "checkpoint_limit"}
+_RESUMABLE_CHANGES = {
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "num_epochs",
+    "patience",
+    "checkpoint_limit",
+}
 
 
 @dataclass
@@ -116,18 +145,6 @@ def resolve_label_names(cohort: DatasetDict, label_space: str) -> dict[str, str]
     return {label: label for label in seen}
 
 
-def restrict_labels(split: Dataset, label_names: dict[str, str]) -> tuple[Dataset, int]:
-    """`split` with every target label outside `label_names` removed, and how many were removed."""
-    known = set(label_names)
-    removed = sum(label not in known for labels in split["labels"] for label in labels)
-    if not removed:
-        return split, 0
-    kept = split.map(
-        lambda row: {"labels": [label for label in row["labels"] if label in known]}, keep_in_memory=True
-    )
-    return kept, removed
-
-
 def cohort_summary(cohort: DatasetDict) -> dict:
     """What the model card says about the data: the task options recorded by `build_cohort` (`task`, None
     when the cohort does not record them) and the patients and samples of each split (a patient gives
@@ -154,23 +171,6 @@ def _restrict_evaluation_labels(
                 split,
             )
     return cohort, removed
-
-
-def make_dataloader(
-    split: Dataset, collator: VisitCollator, batch_size: int, shuffle: bool, workers: int, seed: int = 0
-) -> DataLoader:
-    """A DataLoader over a cohort split. Once prepared by Accelerate (seedable sampler), the shuffling
-    order is a function of the seed and the epoch only, so a resumed run sees the same batches; the loader's
-    own generator keeps iteration from drawing on the global torch RNG (dropout's)."""
-    columns = [c for c in ("visits", "labels") if c in split.column_names]
-    return DataLoader(
-        split.select_columns(columns),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=collator,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -293,101 +293,49 @@ def init_head_bias(model: SharkForDiagnosisPrediction, bias: torch.Tensor) -> No
     )
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-@torch.no_grad()
-def predict_scores(
-    model: SharkForDiagnosisPrediction, dataloader: DataLoader, accelerator: Accelerator
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Logits and labels of every sample exactly once, in dataset order, and the mean BCE loss.
-
-    Returns:
-        logits `[N, C]` float32, labels `[N, C]` float32 (on CPU, on every process), loss (nats per label).
-    """
-    model.eval()
-    all_logits, all_labels = [], []
-    for batch in dataloader:
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
-    return logits, labels, loss
-
-
-def split_metrics(logits: torch.Tensor, labels: torch.Tensor, loss: float) -> dict[str, float | int]:
-    """`shark_hf.metrics.compute_metrics` of logits `[N, C]` against labels `[N, C]`, plus `loss`.
-
-    Ranking metrics and AUC use the logits themselves: sigmoid is monotone, so they equal those of the
-    probabilities computed exactly, whereas float32 probabilities saturate (every logit above ~17 becomes
-    1.0) and would tie labels the logits order. F1 thresholds the logits at 0, i.e. probabilities at 0.5.
-    """
-    return {"loss": loss, **compute_metrics(logits, labels, ks=REPORT_KS, threshold=0.0)}
-
-
-def evaluate_split(
-    model: SharkForDiagnosisPrediction, dataloader: DataLoader, accelerator: Accelerator
-) -> dict[str, float | int]:
-    """`split_metrics` of the model on one split."""
-    return split_metrics(*predict_scores(model, dataloader, accelerator))
-
-
-def evaluate_model(
-    model: SharkForDiagnosisPrediction,
-    tokenizer: SharkTokenizer,
-    split: Dataset,
-    batch_size: int = 256,
-    max_visits: int | None = None,
-) -> dict[str, float | int]:
-    """Metrics of a trained model on one cohort split, in this process (no launcher needed). With the
-    run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split (target
-    labels outside the model's label space are left out, as `train` does)."""
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    split, _ = restrict_labels(split, dict.fromkeys(labels))  # as `train` does: labels it never saw
-    collator = VisitCollator.for_model(tokenizer, model.config, max_visits=max_visits)
-    accelerator = Accelerator()
-    loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
-    return evaluate_split(accelerator.prepare(model), loader, accelerator)
-
-
-def membership_audit(
-    model: SharkForDiagnosisPrediction,
-    member_loader: DataLoader,
-    test_logits: torch.Tensor,
-    test_labels: torch.Tensor,
-    accelerator: Accelerator,
-    patient_ids: dict[str, list[str]],
-    seed: int = 0,
-) -> dict:
-    """Per-sample loss-threshold membership inference (`shark_hf.privacy`): training samples (members)
-    against test samples, with a 95% bootstrap interval resampling patients (`patient_ids["train"]`,
-    `patient_ids["test"]`: the patient of each sample, in loader order). A lower bound on the leakage."""
-    member_logits, member_labels, _ = predict_scores(model, member_loader, accelerator)
-    members = per_sample_loss(member_logits, member_labels)
-    nonmembers = per_sample_loss(test_logits, test_labels)
-    low, high = bootstrap_auc_interval(
-        members, nonmembers, patient_ids["train"], patient_ids["test"], seed=seed
-    )
-    return {
-        "attack": "per-sample loss threshold",
-        "membership_inference_auc": membership_inference_auc(members, nonmembers),
-        "auc_95ci": [low, high],
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "unit": "patient", "seed": seed},
-        "members": len(member_logits),
-        "nonmembers": len(test_logits),
-        "member_patients": len(set(patient_ids["train"])),
-        "nonmember_patients": len(set(patient_ids["test"])),
-    }
-
-
 # -------------------------------------------------------------------------------------------- training
 
 
 def train(args: TrainingArguments) -> dict:
-    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json's content."""
+    """Train, keep the best epoch on validation P@10, evaluate it on test; returns metrics.json's content.
+
+    The output folder is checked and locked first (`_claim_output_dir`); the lock is released at the end,
+    also when training fails."""
     accelerator = _make_accelerator(args)
+    lock = _claim_output_dir(args, accelerator)
+    try:
+        return _train(args, accelerator)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim_output_dir(args: TrainingArguments, accelerator: Accelerator) -> OutputDirLock | None:
+    """On the main process: `check_output_dir` and take the folder's lock (returned; None elsewhere). Every
+    process raises the main process's error, so that none is left waiting for the others."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            check_output_dir(
+                args.output_dir,
+                args.init_from,
+                resuming=args.resume_from_checkpoint is not None,
+                overwrite=args.overwrite_output_dir,
+            )
+            lock = OutputDirLock(args.output_dir)
+            lock.acquire()
+        except (ValueError, OSError) as caught:
+            error = (type(caught), str(caught))
+    if accelerator.num_processes > 1:
+        (error,) = broadcast_object_list([error])
+    if error is not None:
+        kind, message = error
+        raise kind(message)
+    return lock
+
+
+def _train(args: TrainingArguments, accelerator: Accelerator) -> dict:
+    """`train` once the output folder is claimed."""
     set_seed(args.seed)
     cohort = load_cohort(args)
     tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
@@ -461,15 +409,13 @@ def _make_scheduler(args: TrainingArguments, accelerator: Accelerator, optimizer
 
 
 def _make_accelerator(args: TrainingArguments) -> Accelerator:
-    """An Accelerator with numbered checkpoints under `output_dir/checkpoints` and a seeded sampler."""
+    """An Accelerator with trackers logging into `output_dir` and a seeded sampler."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir,
-            automatic_checkpoint_naming=True,
-            total_limit=args.checkpoint_limit,
-        ),
+        # Checkpoints are numbered by project_config.iteration (which save_state advances) and written by
+        # `_save_checkpoint`, not by Accelerate's automatic naming, which deletes old ones before saving.
+        project_config=ProjectConfiguration(project_dir=args.output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         log_with=_available_trackers(),
     )
@@ -485,9 +431,12 @@ def _make_accelerator(args: TrainingArguments) -> Accelerator:
 def _start_run(
     args: TrainingArguments, accelerator: Accelerator, cohort: DatasetDict, model, tokenizer: SharkTokenizer
 ) -> None:
-    """Create the output folder, save the tokenizer next to where the model will go, start the trackers."""
+    """Create the output folder (a fresh start: without a previous run's outputs, with an empty log), save
+    the tokenizer next to where the model will go, start the trackers."""
     if accelerator.is_main_process:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        if args.resume_from_checkpoint is None:
+            _clear_previous_run(Path(args.output_dir))
         tokenizer.save_pretrained(Path(args.output_dir) / TOKENIZER_SUBFOLDER)
         sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
         params = sum(p.numel() for p in model.parameters())
@@ -499,6 +448,19 @@ def _start_run(
         )
     accelerator.init_trackers("shark", config=_tracker_config(args))
     accelerator.wait_for_everyone()
+
+
+def _clear_previous_run(output_dir: Path) -> None:
+    """Delete what an earlier run left in `output_dir` (only there with --overwrite_output_dir) and start an
+    empty log.jsonl."""
+    for name in (*RUN_MARKERS, "model.safetensors", "training_curves.png"):
+        path = output_dir / name
+        if path.is_dir():
+            logger.warning("--overwrite_output_dir: deleting the previous run's %s", path)
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    atomic_write_text(output_dir / "log.jsonl", "")
 
 
 def _train_epoch(
@@ -661,20 +623,67 @@ def _final_results(
 
 def _save_checkpoint(args: TrainingArguments, accelerator: Accelerator, state: TrainerState) -> None:
     """`save_state` (weights, optimizer, RNGs, sampler) plus the trainer's progress as JSON and the best
-    model so far, so that the checkpoint alone can resume the run (into any output folder)."""
-    folder = Path(accelerator.save_state())
+    model so far, so that the checkpoint alone can resume the run (into any output folder).
+
+    Everything goes into `checkpoints/.checkpoint_<i>.tmp`, renamed to `checkpoint_<i>` when complete; only
+    then are the oldest complete checkpoints beyond `--checkpoint_limit` deleted."""
+    checkpoints = Path(args.output_dir) / CHECKPOINTS
+    index = accelerator.project_configuration.iteration
+    folder, partial = checkpoints / f"checkpoint_{index}", checkpoints / f".checkpoint_{index}.tmp"
+    if accelerator.is_main_process and partial.exists():  # left by a run killed while saving
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every process's files are in `partial`
     if accelerator.is_main_process:
         if state.best_epoch > 0:
-            SharkForDiagnosisPrediction.from_pretrained(args.output_dir).save_pretrained(folder / BEST_MODEL)
-        _write_json(folder / TRAINER_STATE, {**asdict(state), "args": asdict(args)})
+            SharkForDiagnosisPrediction.from_pretrained(args.output_dir).save_pretrained(partial / BEST_MODEL)
+        _write_json(partial / TRAINER_STATE, {**asdict(state), "args": asdict(args)})
+        _replace_folder(partial, folder)
+        _delete_old_checkpoints(checkpoints, args.checkpoint_limit)
     accelerator.wait_for_everyone()
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; an existing `target` (left before the run resumed from an earlier
+    checkpoint, or incomplete) is moved aside first and deleted after."""
+    if target.exists():
+        logger.warning("Replacing %s, left there before this run resumed", target)
+        stale = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(target, stale)
+        os.replace(source, target)
+        shutil.rmtree(stale)
+    else:
+        os.replace(source, target)
+
+
+def _delete_old_checkpoints(checkpoints: Path, limit: int | None) -> None:
+    """Keep the newest `limit` complete checkpoints (all when `limit` is None)."""
+    complete = _complete_checkpoints(checkpoints)
+    for old in complete[: max(len(complete) - limit, 0)] if limit is not None else []:
+        shutil.rmtree(old)
+
+
+def _complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """The `checkpoint_<i>` folders of `checkpoints` that hold a trainer state, oldest first."""
+    found = []
+    for folder in checkpoints.glob("checkpoint_*"):
+        match = CHECKPOINT_NAME.fullmatch(folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        if not (folder / TRAINER_STATE).is_file():
+            logger.warning("%s is incomplete (no %s): skipped", folder, TRAINER_STATE)
+            continue
+        found.append((int(match.group(1)), folder))
+    return [folder for _, folder in sorted(found)]
 
 
 def _resume(args: TrainingArguments, accelerator: Accelerator) -> TrainerState:
     """Restore a checkpoint: training state, trainer progress, the best model so far and log.jsonl."""
     folder = Path(args.resume_from_checkpoint)
     if args.resume_from_checkpoint == "latest":
-        folder = _latest_checkpoint(Path(args.output_dir) / "checkpoints")
+        folder = _latest_checkpoint(Path(args.output_dir) / CHECKPOINTS)
     if not (folder / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{folder} is not a shark-hf checkpoint: it has no {TRAINER_STATE}")
     saved = json.loads((folder / TRAINER_STATE).read_text())
@@ -712,9 +721,10 @@ def _warn_changed_args(args: TrainingArguments, saved: dict) -> None:
 
 
 def _latest_checkpoint(folder: Path) -> Path:
-    checkpoints = sorted(folder.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    """The newest complete checkpoint in `folder` (incomplete ones, left by a killed save, are skipped)."""
+    checkpoints = _complete_checkpoints(folder)
     if not checkpoints:
-        raise FileNotFoundError(f"No checkpoint_* folder in {folder} to resume from")
+        raise FileNotFoundError(f"No complete checkpoint_* folder in {folder} to resume from")
     return checkpoints[-1]
 
 

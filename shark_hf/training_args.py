@@ -1,8 +1,6 @@
-"""`TrainingArguments`: the options of a training run (`shark-hf train`, `training/train.py`).
-
-Kept apart from `training` (as transformers keeps `training_args`) and free of torch, so that
-`shark-hf train --help` lists every flag without loading a framework.
-"""
+"""`TrainingArguments`: the options of `shark_hf.training.train`, each also a `--flag` of `shark-hf train`
+and `training/train.py` (parsed with `transformers.HfArgumentParser`). Standard library only, like
+transformers' `training_args.py`: reading the options costs no torch import."""
 
 from __future__ import annotations
 
@@ -11,6 +9,7 @@ from dataclasses import dataclass, field
 from .universal import UNIVERSAL_TOKENIZER
 
 SCHEDULES = ("constant", "linear", "cosine")
+"""Learning-rate schedules of `--lr_scheduler_type` (after the linear warmup of `--warmup_ratio`)."""
 
 
 @dataclass
@@ -100,7 +99,15 @@ class TrainingArguments:
     )
     checkpoint_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={"help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that holds a previous run (without this, such a folder is "
+            "refused unless resuming): its model, metrics, log and checkpoints are replaced."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -123,6 +130,3 @@ class TrainingArguments:
             raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
             raise ValueError(f"--checkpoint_steps must be at least 1, got {self.checkpoint_steps}")
-
-
-__all__ = ["SCHEDULES", "TrainingArguments"]

@@ -255,6 +255,20 @@ def test_evaluate_reproduces_the_training_test_metrics(work, trained, cohort):
     assert json.loads((work / "m.json").read_text())["num_samples"] == 10
 
 
+def test_evaluate_baselines_match_training_and_give_the_lift(trained, cohort):
+    report = json.loads(ok(f"evaluate --model {trained} --cohort {cohort[0]} --baselines"))
+    logged = json.loads((trained / "metrics.json").read_text())
+    assert report["best_baseline"] == logged["best_baseline"]
+    assert set(report["baselines"]) == {"most_frequent", "last_visit", "history"}
+    for name, metrics in report["baselines"].items():
+        for key in ("P@10", "P@20", "Acc@10", "Acc@20"):
+            assert metrics[key] == logged["baselines"][name]["test"][key], (name, key)
+    best = report["baselines"][report["best_baseline"]]
+    assert report["lift_over_best_baseline"] == {
+        key: report[key] - best[key] for key in ("P@10", "P@20", "Acc@10", "Acc@20")
+    }
+
+
 def test_predict_top_k_with_names_probabilities_and_attention(work, trained):
     predictions = json.loads(ok(f"predict --model {trained} --input {work}/patients.json --top-k 3"))
     assert [p["patient_id"] for p in predictions] == ["0", "p2"]
@@ -321,6 +335,16 @@ BAD_INPUT = [
     ("train --cohort {raw} --tokenizer {run}/tokenizer --output_dir {work}/r", "is not a cohort folder"),
     ("train --cohort {cohort} --tokenizer {cohort} --output_dir {work}/r", "is not a tokenizer folder"),
     ("train --cohort mimic3 --tokenizer {run}/tokenizer --output_dir {work}/r", "needs --root"),
+    (  # refused before `accelerate launch` starts any process
+        "train --num-processes 2 --cohort {cohort} --tokenizer {run}/tokenizer --output_dir {run}",
+        "--output_dir {run} already holds a training run (config.json, metrics.json, log.jsonl): pass "
+        "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir to replace it",
+    ),
+    (
+        "train --cohort {cohort} --tokenizer {run}/tokenizer --output_dir {run}/../run/ --init_from {run}",
+        "--output_dir {run}/../run/ is the --init_from model folder: training would overwrite the model it "
+        "starts from; choose another --output_dir",
+    ),
 ]
 
 

@@ -586,3 +586,26 @@ def test_cli_push_failures_print_one_line(local_hub, workspace, capsys):
     assert cli.main(["push", "--model", str(workspace["model_dir"]), "--repo", "org/cli"]) == 0
     assert capsys.readouterr().out.startswith(f"Pushed {workspace['model_dir']} ")
     assert HfApi().model_info("org/cli").sha == local_hub.hub.repos["org/cli"].branches["main"]
+
+
+def test_card_shows_the_baselines_the_lift_and_an_unconverged_run():
+    def scores(p10: float) -> dict:
+        return {"P@10": p10, "P@20": 0.5, "Acc@10": 0.25, "Acc@20": 0.125, "num_samples": 66}
+
+    metrics = {
+        "best_epoch": 30,
+        "best_epoch_at_cap": True,
+        "test": scores(0.5),
+        "baselines": {"last_visit": {"test": scores(0.375)}, "history": {"test": scores(0.4375)}},
+        "best_baseline": "history",
+        "lift_over_best_baseline": {"P@10": 0.0625, "P@20": 0.0, "R@10": 0.5},
+        "args": {"cohort": "c"},
+    }
+    text = _card_text(metrics)
+    assert "| last_visit | 0.3750 | 0.5000 | 0.2500 | 0.1250 |\n" in text
+    assert "| history (best on validation) | 0.4375 | 0.5000 | 0.2500 | 0.1250 |\n" in text
+    assert "The model's test lift over `history`: P@10 +0.0625, P@20 +0.0000.\n" in text
+    assert "**Warning: the best epoch (30) was the last allowed one: training had not converged" in text
+    metrics["best_epoch_at_cap"] = False
+    assert "Warning" not in _card_text(metrics)
+    assert "baseline" not in _card_text({"test": scores(0.5), "args": {"cohort": "c"}}).split("## Results")[1]

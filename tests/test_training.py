@@ -27,10 +27,11 @@ from shark_hf.codes import label_names
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
+from shark_hf.evaluation import REPORT_KS, evaluate_model, split_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.privacy import bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import REPORT_KS, evaluate_model, label_frequency_bias, main, split_metrics
+from shark_hf.training import label_frequency_bias, main
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SIZE, BATCH_SIZE = 84, 16  # 6 batches per epoch: 5 of 16 and one of 4
@@ -412,3 +413,151 @@ def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):
     assert results["best_epoch_at_cap"] is False
     # The saved model is the best epoch's: its validation metrics are that epoch's, exactly.
     assert {k: log[best_epoch - 1][f"validation_{k}"] for k in results["validation"]} == results["validation"]
+
+
+# ------------------------------------------------------------------ checkpoints written whole, output folder
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing in the training code handles it."""
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_kill_during_a_checkpoint_save_resumes_from_the_last_complete_one(
+    ws, reference, tmp_path, monkeypatch
+):
+    """With --checkpoint_limit 1, a run killed while writing checkpoint_1 still has checkpoint_0 (the old one
+    is deleted only once the new one is complete); `latest` resumes from it and ends bit for bit as the
+    uninterrupted reference run."""
+    import shark_hf.training as training
+
+    out = tmp_path / "killed"
+    argv = flags(ws, out, "--gradient_accumulation_steps", "2", "--checkpoint_steps", "2")
+    write_json = training._write_json
+
+    def killed_while_saving_checkpoint_1(path, content):
+        if path.name == "trainer_state.json" and "checkpoint_1" in path.parent.name:
+            raise Killed  # after save_state wrote weights, optimizer and RNGs, before the trainer state
+        write_json(path, content)
+
+    monkeypatch.setattr(training, "_write_json", killed_while_saving_checkpoint_1)
+    with pytest.raises(Killed):
+        main([*argv, "--checkpoint_limit", "1"])
+    monkeypatch.setattr(training, "_write_json", write_json)
+    assert sorted(os.listdir(out / "checkpoints")) == [".checkpoint_1.tmp", "checkpoint_0"]
+    assert not (out / ".shark-train.lock").exists()  # released on the way out
+    (out / ".shark-train.lock").write_text(f"{_dead_pid()}\n")  # as a real kill would leave it
+
+    main([*argv, "--checkpoint_limit", "1", "--resume_from_checkpoint", "latest"])
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_2"]
+    assert not (out / ".shark-train.lock").exists()
+    _assert_same_run(reference.dir, out)
+
+
+def test_latest_skips_an_incomplete_checkpoint(ws, reference, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="shark_hf.training")
+    out = tmp_path / "incomplete"
+    shutil.copytree(reference.dir, out)
+    (out / "checkpoints" / "checkpoint_2" / "trainer_state.json").unlink()  # killed mid-save (old layout)
+    (out / "metrics.json").unlink()
+    main(flags(ws, out, *CHECKPOINTING, "--resume_from_checkpoint", "latest"))
+    assert f"{out / 'checkpoints' / 'checkpoint_2'} is incomplete (no trainer_state.json): skipped" in (
+        caplog.messages
+    )
+    assert f"Resumed from {out / 'checkpoints' / 'checkpoint_1'} at epoch 2, batch 2" in caplog.messages
+    _assert_same_run(reference.dir, out)  # checkpoint_2 rewritten whole
+
+
+def test_used_output_folder_is_refused(ws, reference, tmp_path):
+    out = tmp_path / "used"
+    shutil.copytree(reference.dir, out)
+    log = (out / "log.jsonl").read_text()
+    with pytest.raises(ValueError) as error:
+        main(flags(ws, out))
+    assert str(error.value) == (
+        f"--output_dir {out} already holds a training run (config.json, metrics.json, log.jsonl, "
+        "checkpoints): pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir to "
+        "replace it"
+    )
+    assert (out / "log.jsonl").read_text() == log
+    assert not (out / ".shark-train.lock").exists()
+
+
+def test_overwrite_output_dir_starts_afresh(ws, reference, tmp_path):
+    """The previous run's log is truncated, its checkpoints and metrics deleted."""
+    out = tmp_path / "overwritten"
+    shutil.copytree(reference.dir, out)
+    (out / "log.jsonl").write_text('{"epoch": 99}\n')
+    main(flags(ws, out, "--num_epochs", "1", "--overwrite_output_dir"))
+    assert [r["epoch"] for r in read_log(out)] == [1]
+    assert not (out / "checkpoints").exists()
+    assert read_json(out / "metrics.json")["epochs"] == 1
+    assert not (out / ".shark-train.lock").exists()
+
+
+def test_a_folder_locked_by_a_running_training_is_refused(ws, tmp_path):
+    out = tmp_path / "locked"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".shark-train.lock").write_text(f"{other.pid}\n")
+        with pytest.raises(FileExistsError) as error:
+            main(flags(ws, out))
+    finally:
+        other.kill()
+        other.wait()
+    assert str(error.value) == (
+        f"--output_dir {out} is in use by another training (process {other.pid}, lock file "
+        f"{out / '.shark-train.lock'}); wait for it to end, or use another --output_dir"
+    )
+    assert (out / ".shark-train.lock").read_text() == f"{other.pid}\n"  # not the refused run's to remove
+    assert sorted(os.listdir(out)) == [".shark-train.lock"]
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(ws, tmp_path, caplog):
+    out = tmp_path / "stale"
+    out.mkdir()
+    dead = _dead_pid()
+    (out / ".shark-train.lock").write_text(f"{dead}\n")
+    main(flags(ws, out, "--num_epochs", "1"))
+    assert f"Taking over {out / '.shark-train.lock'}: its process {dead} is not running" in caplog.messages
+    assert not (out / ".shark-train.lock").exists()
+    assert [r["epoch"] for r in read_log(out)] == [1]
+
+
+def test_output_dir_equal_to_init_from_is_refused(ws, reference):
+    same = reference.dir.parent / "." / reference.dir.name
+    before = (reference.dir / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError) as error:
+        main(flags(ws, same, "--init_from", str(reference.dir), "--overwrite_output_dir"))
+    assert str(error.value) == (
+        f"--output_dir {same} is the --init_from model folder: training would overwrite the model it starts "
+        "from; choose another --output_dir"
+    )
+    assert (reference.dir / "model.safetensors").read_bytes() == before
+
+
+def test_two_process_run_refuses_a_locked_folder_on_every_process(ws, tmp_path):
+    """Only the main process takes the lock; the others raise its error instead of waiting for it."""
+    out = tmp_path / "ddp_locked"
+    out.mkdir()
+    (out / ".shark-train.lock").write_text(f"{os.getpid()}\n")  # this test process: alive
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    launcher = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port"]
+    process = subprocess.run(
+        [*accelerate, *launcher, str(_free_port()), "training/train.py", *flags(ws, out)],
+        cwd=REPO,
+        env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode != 0
+    message = f"FileExistsError: --output_dir {out} is in use by another training (process {os.getpid()}"
+    assert process.stderr.count(message) == 2, process.stderr[-4000:]  # rank 0 and rank 1
+    assert sorted(os.listdir(out)) == [".shark-train.lock"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..output_folder import check_output_dir
 from .common import (
     BUILDERS,
     Command,
@@ -115,11 +116,23 @@ def _launch(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _check_training_inputs(rest: list[str]) -> None:
-    """Catch a wrong cohort, tokenizer or init model in one line before any training code is loaded."""
+    """Catch a wrong cohort, tokenizer, init model or output folder in one line before any training code is
+    loaded (and before `accelerate launch` starts processes that would each fail)."""
     peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for name in ("cohort", "root", "tokenizer", "tokenizer_subfolder", "init_from"):
+    names = ("cohort", "root", "tokenizer", "tokenizer_subfolder", "init_from", "output_dir")
+    for name in (*names, "resume_from_checkpoint"):
         peek.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]), dest=name)
+    peek.add_argument(
+        "--overwrite_output_dir", "--overwrite-output-dir", nargs="?", const="true", default="false"
+    )
     known, _ = peek.parse_known_args(rest)
+    if known.output_dir:
+        check_output_dir(
+            known.output_dir,
+            known.init_from,
+            resuming=known.resume_from_checkpoint is not None,
+            overwrite=known.overwrite_output_dir.lower() in ("true", "yes", "1", "t", "y"),
+        )
     if known.cohort in BUILDERS and not Path(known.cohort).is_dir():
         if not known.root:
             raise UserError(f"--cohort {known.cohort} names a builder: it needs --root")
@@ -160,7 +173,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ..codes import cohort_codes
-    from ..training import evaluate_model
+    from ..evaluation import evaluate_model
 
     cohort = load_cohort(args.cohort)
     if args.split not in cohort:

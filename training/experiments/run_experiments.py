@@ -33,22 +33,16 @@ from accelerate import Accelerator
 from datasets import DatasetDict, load_from_disk
 from scipy import stats
 
-from shark_hf.codes import to_label
+from shark_hf.baselines import evaluate_baselines, fit_baselines
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
+from shark_hf.evaluation import REPORT_KS, make_dataloader, predict_scores
 from shark_hf.metrics import compute_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
-from shark_hf.training import (
-    REPORT_KS,
-    TrainingArguments,
-    make_dataloader,
-    predict_scores,
-    resolve_label_names,
-    train,
-)
+from shark_hf.training import TrainingArguments, resolve_label_names, train
 
 HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 SLICES = ("rare", "medium", "frequent")
@@ -60,8 +54,6 @@ MODELS = {  # name: (tokenizer kind, repeat head)
     "RETAIN per-code (learned)": ("index", False),
 }
 DEFAULT, PAPER = "SHARK default (SID + repeat head)", "SHARK paper-exact (SID)"
-DECAYS = (0.3, 0.5, 0.7, 0.9, 1.0)
-PRIOR_WEIGHTS = (0.01, 0.1, 0.3, 1.0, 3.0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,10 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                     seed=seed,
                     num_epochs=args.epochs,
                     repeat_head=repeat,
+                    overwrite_output_dir=True,  # a rerun of the experiments replaces its runs
                 )
             )
-            if kind == "index":
-                zero_unseen_codes(run_dir, cohort)
             scores, targets = test_scores(run_dir, cohort)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 torch.from_numpy(scores), torch.from_numpy(targets)
@@ -168,17 +159,6 @@ def make_tokenizer(kind: str, codes: list[str], embeddings, seed: int) -> SharkT
     return SharkTokenizer.index(codes)
 
 
-def zero_unseen_codes(run_dir: Path, cohort: DatasetDict) -> None:
-    """Give the codes that never occur in the training split the zero vector in a per-code model."""
-    model = SharkForDiagnosisPrediction.from_pretrained(run_dir)
-    tokenizer = SharkTokenizer.from_pretrained(run_dir / "tokenizer")
-    seen = {c for visits in cohort["train"]["visits"] for v in visits for c in v}
-    unseen = [tokenizer.encode(code)[0] for code in tokenizer.codes if code not in seen]
-    with torch.no_grad():
-        model.code_embeddings.weight[unseen] = 0.0
-    model.save_pretrained(run_dir)
-
-
 def test_scores(run_dir: Path, cohort: DatasetDict) -> tuple[np.ndarray, np.ndarray]:
     """Logits `[N, C]` and multi-hot targets `[N, C]` of the run's saved model on the test split."""
     model = SharkForDiagnosisPrediction.from_pretrained(run_dir).eval()
@@ -196,60 +176,29 @@ def multi_hot(label_lists: list[list[str]], labels: list[str]) -> np.ndarray:
     return matrix
 
 
-def history(visits_column: list, labels: list[str], decay: float) -> np.ndarray:
-    """`[N, C]` sum over input visits of decay^age for each label present (age 0 = last visit);
-    decay 0 gives the last visit's labels."""
-    column = {label: i for i, label in enumerate(labels)}
-    out = np.zeros((len(visits_column), len(labels)), dtype=np.float32)
-    for row, visits in enumerate(visits_column):
-        for age, visit in enumerate(reversed(visits)):
-            present = {column.get(_label(code), -1) for code in visit} - {-1}
-            out[row, list(present)] += decay**age if age else 1.0
-    return out
-
-
-def _label(code: str) -> str | None:
-    try:
-        return to_label(code)
-    except (KeyError, ValueError):
-        return None
+HEURISTIC_NAMES = {
+    "most_frequent": "Most frequent labels",
+    "last_visit": "Last visit's labels",
+    "history": "History frequency",
+}
 
 
 def heuristic_results(cohort: DatasetDict, labels: list[str]) -> dict[str, dict]:
-    """Test metrics of the three heuristics; the history heuristic's settings are chosen on validation."""
-    prior = multi_hot(cohort["train"]["labels"], labels).mean(0)
-    prior = prior / prior.max()
-    targets = {s: multi_hot(cohort[s]["labels"], labels) for s in ("validation", "test")}
-    best, best_p10 = None, -1.0
-    for decay in DECAYS:
-        scores = history(cohort["validation"]["visits"], labels, decay)
-        for weight in PRIOR_WEIGHTS:
-            p10 = compute_metrics(scores + weight * prior, targets["validation"], ks=(10,))["P@10"]
-            if p10 > best_p10:
-                best, best_p10 = (decay, weight), p10
-    test = {
-        "Most frequent labels": np.broadcast_to(prior, targets["test"].shape),
-        "Last visit's labels": history(cohort["test"]["visits"], labels, 0.0) + 0.5 * prior,
-        f"History frequency (decay {best[0]}, prior x{best[1]})": history(
-            cohort["test"]["visits"], labels, best[0]
-        )
-        + best[1] * prior,
-    }
-    validation = {
-        "Most frequent labels": np.broadcast_to(prior, targets["validation"].shape),
-        "Last visit's labels": history(cohort["validation"]["visits"], labels, 0.0) + 0.5 * prior,
-    }
+    """Test metrics of `shark_hf.baselines` (the history baseline's settings chosen on validation)."""
+    fitted = fit_baselines(cohort["train"], cohort["validation"], labels, "ccs")
+    report = evaluate_baselines(fitted, cohort, ("validation", "test"), ks=REPORT_KS)
+    targets = multi_hot(cohort["test"]["labels"], labels)
     out = {}
-    for name, scores in test.items():
-        val_p10 = (
-            best_p10
-            if name not in validation
-            else compute_metrics(validation[name], targets["validation"], ks=(10,))["P@10"]
+    for name, result in report["baselines"].items():
+        settings = result["settings"]
+        title = HEURISTIC_NAMES[name] + (
+            f" (decay {settings['decay']}, prior x{settings['prior_weight']})" if settings else ""
         )
-        out[name] = {
-            "test": compute_metrics(scores, targets["test"], ks=REPORT_KS),
-            "validation_P@10": val_p10,
-            "slices": long_tail_slices(scores, targets["test"], cohort, labels),
+        scores = fitted.scores(name, cohort["test"])
+        out[title] = {
+            "test": result["test"],
+            "validation_P@10": result["validation"]["P@10"],
+            "slices": long_tail_slices(scores, targets, cohort, labels),
         }
     return out
 
