@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -35,15 +36,34 @@ class _TrainHelp(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="Show this help.")
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from transformers import HfArgumentParser
-
-        from ..training import TrainingArguments
-
-        training = HfArgumentParser(TrainingArguments, add_help=False).format_help()
+        training = training_flags_parser().format_help()
         print(parser.format_help())
         print("training flags (the run's; --output_dir and --cohort are required):")
         print(training[training.index("options:\n") + len("options:\n") :], end="")
         parser.exit()
+
+
+def training_flags_parser() -> argparse.ArgumentParser:
+    """The flags that transformers' `HfArgumentParser(TrainingArguments)` accepts, for `--help` only.
+
+    Same option strings, defaults and help texts; built with argparse so that the help loads no transformers
+    (about 1 s). Parsing itself goes through `HfArgumentParser` (`_train`).
+    """
+    from ..training_args import TrainingArguments
+
+    parser = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for flag in dataclasses.fields(TrainingArguments):
+        names = [f"--{flag.name}"] + ([f"--{flag.name.replace('_', '-')}"] if "_" in flag.name else [])
+        default = None if flag.default is dataclasses.MISSING else flag.default
+        help_text = flag.metadata.get("help")
+        if flag.type in (bool, "bool"):  # HfArgumentParser replaces the annotation strings by types
+            parser.add_argument(*names, nargs="?", const=True, default=default, help=help_text)
+            if default is True:
+                negated = [name.replace("--", "--no_" if name == names[0] else "--no-", 1) for name in names]
+                parser.add_argument(*negated, action="store_false", dest=flag.name, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*names, default=default, help=help_text)
+    return parser
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
