@@ -110,7 +110,9 @@ def _write_card(model_dir: Path, path: Path) -> None:
         config,
         tokenizer_config,
         metrics,
-        repo_id=f"your-org/{model_dir.name}",
+        repo_id=str(model_dir),
+        license="apache-2.0",  # the package's licence: synthetic data carries no data-use agreement
+        gated=False,
         data_source="the built-in MIMIC-III-like synthetic cohort of shark-hf (no real patients)",
     )
     card.save(path)
