@@ -16,7 +16,8 @@ within a split by patient id (same rule), then by number of input visits. Splits
 patients that qualify, sorted, are permuted with `numpy.random.default_rng(seed)`; the first
 `floor(7 n / 10)` go to train, the next `floor(n / 10)` to validation and the remaining
 `n - floor(7n/10) - floor(n/10)` to test. A MEDS dataset with `metadata/subject_splits.parquet` keeps its
-splits (train / tuning / held_out -> train / validation / test).
+splits (train / tuning / held_out -> train / validation / test); patients it does not list are left out
+(counted in the notes as `patients_without_split` and logged as a warning).
 
 Each split's `DatasetInfo.description` records how the samples were formed (`TASK_KEYS`: source, label
 space, min_visits, sample, seed) as JSON, so that it travels with `save_to_disk` and is read back by
