@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -451,16 +452,66 @@ def test_malformed_csv_names_file(tmp_path: Path) -> None:
         build_cohort("mimic3", root=tmp_path)
 
 
-def test_meds_splits_file_checks(tmp_path: Path) -> None:
+def test_meds_splits_file_checks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _meds(tmp_path, hadm=False)
     pq.write_table(
         pa.table({"subject_id": [3], "split": ["held_out"]}), root / "metadata" / "subject_splits.parquet"
     )
-    cohort, report = build_cohort("meds", root=root, return_report=True)
+    with caplog.at_level(logging.WARNING, logger="shark_hf.data.cohort"):
+        cohort, report = build_cohort("meds", root=root, return_report=True)
     assert [len(cohort[s]) for s in SPLITS] == [0, 0, 1]
     assert report.notes["patients_without_split"] == 1  # patient 1 qualifies but is not listed
+    assert (
+        "metadata/subject_splits.parquet lists no split for 1 patient(s) with enough visits; they are left "
+        "out of the cohort: '1'"
+    ) in caplog.messages
     pq.write_table(
         pa.table({"subject_id": [3], "split": ["dev"]}), root / "metadata" / "subject_splits.parquet"
     )
     with pytest.raises(ValueError, match=r"subject_splits\.parquet: unknown split names \['dev'\]"):
         build_cohort("meds", root=root)
+
+
+def test_meds_subject_in_two_splits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _meds(tmp_path, hadm=False)
+    path = root / "metadata" / "subject_splits.parquet"
+    listed = {"subject_id": [1, 3, 2, 3, 3], "split": ["train", "held_out", "tuning", "train", "held_out"]}
+    pq.write_table(pa.table(listed), path)
+    with caplog.at_level(logging.WARNING, logger="shark_hf.data.meds"):
+        cohort, report = build_cohort("meds", root=root, return_report=True)
+    assert [r.getMessage() for r in caplog.records if r.name == "shark_hf.data.meds"] == [
+        f"{path}: 1 subject(s) listed in more than one split keep the first split listed: "
+        "'3' in held_out, train"
+    ]
+    assert report.notes["subjects_in_several_splits"] == 1
+    assert cohort["train"]["patient_id"] == ["1"]
+    assert cohort["test"]["patient_id"] == ["3"]  # the first split listed for subject 3
+    with pytest.raises(ValueError) as error:
+        build_cohort("meds", root=root, strict=True)
+    assert str(error.value) == f"{path}: subject '3' is listed in more than one split (held_out, train)"
+
+
+def test_csv_and_csv_gz_both_present_warns(mimic3: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The .csv.gz copy lacks patient 9's diagnoses: the warning says it is the one read.
+    _write(mimic3 / "DIAGNOSES_ICD.csv.gz", "\n".join(MIMIC3_DIAGNOSES.splitlines()[:-3]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="shark_hf.data.events"):
+        rows = _rows(build_cohort("mimic3", root=mimic3))
+    assert [r.getMessage() for r in caplog.records if r.name == "shark_hf.data.events"] == [
+        f"{mimic3}: both DIAGNOSES_ICD.csv.gz and DIAGNOSES_ICD.csv exist; "
+        "reading DIAGNOSES_ICD.csv.gz and ignoring DIAGNOSES_ICD.csv"
+    ]
+    assert set(rows) == {"10#2", "30#1"}
+
+
+def test_duplicated_csv_column_names_fail(tmp_path: Path) -> None:
+    _write(tmp_path / "ADMISSIONS.csv", MIMIC3_ADMISSIONS)
+    _write(
+        tmp_path / "DIAGNOSES_ICD.csv",
+        MIMIC3_DIAGNOSES.replace("ROW_ID,", "ICD9_CODE,").replace(",ICD9_CODE\n", ",icd9_code\n"),
+    )
+    with pytest.raises(ValueError) as error:
+        build_cohort("mimic3", root=tmp_path)
+    assert str(error.value) == (
+        f"{tmp_path / 'DIAGNOSES_ICD.csv'}: column 'ICD9_CODE' occurs 2 times among the columns "
+        "('ICD9_CODE', 'icd9_code'); rename or remove the extra one"
+    )

@@ -57,7 +57,9 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", default="last", choices=["last", "all_prefixes"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--strict", action="store_true", help="Fail on the first unusable row instead of counting it."
+        "--strict",
+        action="store_true",
+        help="Fail on the first unusable row (or MEDS subject listed in two splits) instead of counting it.",
     )
     synthetic = p.add_argument_group("synthetic")
     synthetic.add_argument("--scale", default="mimic3", choices=["mimic3", "mimic4"], help="Format and size.")

@@ -16,7 +16,8 @@ within a split by patient id (same rule), then by number of input visits. Splits
 patients that qualify, sorted, are permuted with `numpy.random.default_rng(seed)`; the first
 `floor(7 n / 10)` go to train, the next `floor(n / 10)` to validation and the remaining
 `n - floor(7n/10) - floor(n/10)` to test. A MEDS dataset with `metadata/subject_splits.parquet` keeps its
-splits (train / tuning / held_out -> train / validation / test).
+splits (train / tuning / held_out -> train / validation / test); patients it does not list are left out
+(counted in the notes as `patients_without_split` and logged as a warning).
 
 Each split's `DatasetInfo.description` records how the samples were formed (`TASK_KEYS`: source, label
 space, min_visits, sample, seed) as JSON, so that it travels with `save_to_disk` and is read back by
@@ -178,6 +179,15 @@ def _split_patients(
             split[candidates[listed & (names == name)]] = i
         notes["splits"] = "metadata/subject_splits.parquet"
         notes["patients_without_split"] = int((~listed).sum())
+        if not listed.all():
+            unlisted = visits.patient_ids.take(pa.array(candidates[~listed])).to_pylist()
+            logger.warning(
+                "metadata/subject_splits.parquet lists no split for %d patient(s) with enough visits; "
+                "they are left out of the cohort: %s%s",
+                len(unlisted),
+                ", ".join(map(repr, unlisted[:5])),
+                ", ..." if len(unlisted) > 5 else "",
+            )
         return split
     n = len(candidates)
     n_train, n_val = 7 * n // 10, n // 10
@@ -310,13 +320,13 @@ def cohort_task(split: datasets.Dataset) -> dict[str, Any] | None:
     return dict(task) if isinstance(task, dict) else None
 
 
-def _read(source: str, root: Path, issues: RowIssues, **kwargs: Any) -> DiagnosisRows:
+def _read(source: str, root: Path, issues: RowIssues, strict: bool, **kwargs: Any) -> DiagnosisRows:
     if source in ("mimic3", "mimic4"):
         if kwargs:
             raise TypeError(f"source {source!r} takes no extra arguments, got {sorted(kwargs)}")
         return read_mimic(root, issues, version=int(source[-1]))
     if source == "meds":
-        return read_meds(root, issues, **kwargs)
+        return read_meds(root, issues, strict=strict, **kwargs)
     return read_table(root, issues, **kwargs)
 
 
@@ -341,7 +351,8 @@ def build_cohort(
         min_visits: patients with fewer visits are left out (counted in the report); at least 2.
         sample: "last" (one sample per patient) or "all_prefixes" (one per visit after the first).
         seed: seeds the patient split.
-        strict: raise ValueError at the first unusable row (file, line, reason) instead of reporting it.
+        strict: raise ValueError at the first unusable row (file, line, reason) instead of reporting it,
+            and (MEDS) for a subject listed in more than one split.
         return_report: also return the `CohortReport` (unusable rows with examples, cohort card).
         **source_kwargs: for "table": `patient_col`, `code_col`, and `visit_col` and/or `time_col`,
             optionally `system_col` or `system`, and `order_col`. The other sources take none.
@@ -362,7 +373,7 @@ def build_cohort(
         raise FileNotFoundError(f"cohort root {root} does not exist")
 
     issues = RowIssues()
-    rows = _read(source, root, issues, **source_kwargs)
+    rows = _read(source, root, issues, strict, **source_kwargs)
     visits = _group_visits(rows, issues)
     if strict:
         issues.raise_first()

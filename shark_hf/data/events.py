@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ import pyarrow.parquet as pq
 
 from shark_hf.codes import is_known, normalize_code
 from shark_hf.data.report import RowIssues
+
+logger = logging.getLogger(__name__)
 
 # Status of a code after normalisation.
 OK, BLANK, BAD, UNKNOWN = 0, 1, 2, 3
@@ -74,9 +77,22 @@ def flag(
 
 
 def find_file(root: Path, candidates: list[str]) -> Path:
-    """The first of `candidates` (paths relative to `root`) that exists; FileNotFoundError lists them all."""
+    """The first of `candidates` (paths relative to `root`) that exists; FileNotFoundError lists them all.
+
+    When both `X.csv` and `X.csv.gz` exist, a warning names the one that is read (the one listed first).
+    """
     for candidate in candidates:
         if (root / candidate).is_file():
+            other = candidate[: -len(".gz")] if candidate.endswith(".csv.gz") else f"{candidate}.gz"
+            if other.endswith((".csv", ".csv.gz")) and (root / other).is_file():
+                logger.warning(
+                    "%s: both %s and %s exist; reading %s and ignoring %s",
+                    root,
+                    candidate,
+                    other,
+                    candidate,
+                    other,
+                )
             return root / candidate
     tried = ", ".join(str(root / c) for c in candidates)
     raise FileNotFoundError(f"none of these files exists: {tried}")
@@ -104,10 +120,20 @@ def _damaged_archive(path: Path, error: BaseException) -> str:
 
 
 def _resolve(available: list[str], wanted: list[str], optional: list[str], path: Path) -> dict[str, str]:
-    """Map wanted column names (case-insensitive) to the spelling in the file."""
+    """Map wanted column names (case-insensitive) to the spelling in the file.
+
+    A wanted column whose name occurs more than once in the file (case-insensitively) raises ValueError:
+    which of them holds the data cannot be told.
+    """
     by_lower = {name.lower(): name for name in available}
     resolved = {}
     for name in wanted + optional:
+        spellings = [c for c in available if c.lower() == name.lower()]
+        if len(spellings) > 1:
+            raise ValueError(
+                f"{path}: column {name!r} occurs {len(spellings)} times among the columns "
+                f"({', '.join(repr(c) for c in spellings)}); rename or remove the extra one"
+            )
         if name.lower() in by_lower:
             resolved[name] = by_lower[name.lower()]
         elif name in wanted:

@@ -2,7 +2,9 @@
 
 A MEDS folder holds `data/*.parquet` (or `data/**/*.parquet`) shards with `subject_id`, `time` and `code`
 columns, and optionally `metadata/subject_splits.parquet` (`subject_id`, `split` in train / tuning /
-held_out), which is then used for the splits instead of the seeded 7:1:2 split.
+held_out), which is then used for the splits instead of the seeded 7:1:2 split. A subject listed under
+more than one split keeps the first split listed (counted in the report notes and logged as a warning;
+`strict=True` raises ValueError instead).
 
 Diagnosis codes are recognised in two spellings: `ICD9CM//4019` / `ICD10CM//E119` (one or two slashes,
 dotted or not) and MIMIC-MEDS `DIAGNOSIS//ICD//9//4019` / `DIAGNOSIS//ICD//10//E119`. Every other code
@@ -17,6 +19,7 @@ exists), `bad_date` (blank time, when visits are defined by time), `blank_code` 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +38,11 @@ from shark_hf.data.events import (
     normalise_codes,
     parse_times,
     read_columns,
+    repeated,
 )
 from shark_hf.data.report import RowIssues, SourceFile
+
+logger = logging.getLogger(__name__)
 
 DIAGNOSIS_PATTERNS = (
     r"^(?P<system>ICD9CM|ICD10CM)//?(?P<code>.+)$",
@@ -74,8 +80,12 @@ def _shards(root: Path) -> list[Path]:
     return shards
 
 
-def _splits(root: Path) -> pa.Table | None:
-    """metadata/subject_splits.parquet as (patient, split) with our split names, or None when absent."""
+def _splits(root: Path, strict: bool, notes: dict[str, int]) -> pa.Table | None:
+    """metadata/subject_splits.parquet as (patient, split) with our split names, or None when absent.
+
+    A subject listed under several splits keeps the first one listed; how many such subjects there are
+    goes to `notes["subjects_in_several_splits"]` (with `strict`, the first one raises ValueError).
+    """
     path = root / "metadata" / "subject_splits.parquet"
     if not path.is_file():
         return None
@@ -84,12 +94,36 @@ def _splits(root: Path) -> pa.Table | None:
     unknown = sorted(set(names) - set(MEDS_SPLITS), key=str)
     if unknown:
         raise ValueError(f"{path}: unknown split names {unknown}; expected {sorted(MEDS_SPLITS)}")
-    splits = pa.array([MEDS_SPLITS[name] for name in names], pa.string())
-    return pa.table({"patient": _ids(table["subject_id"]), "split": splits})
+    subjects = _ids(table["subject_id"])
+    listed: dict[str, list[str]] = {}
+    for subject, name in zip(subjects.to_pylist(), names, strict=True):
+        splits = listed.setdefault(subject, [])
+        if name not in splits:
+            splits.append(name)
+    several = {subject: splits for subject, splits in listed.items() if len(splits) > 1}
+    if several:
+        shown = "; ".join(f"{s!r} in {', '.join(n)}" for s, n in list(several.items())[:5])
+        if strict:
+            subject, splits = next(iter(several.items()))
+            raise ValueError(
+                f"{path}: subject {subject!r} is listed in more than one split ({', '.join(splits)})"
+            )
+        logger.warning(
+            "%s: %d subject(s) listed in more than one split keep the first split listed: %s%s",
+            path,
+            len(several),
+            shown,
+            "; ..." if len(several) > 5 else "",
+        )
+    notes["subjects_in_several_splits"] = len(several)
+    first = np.flatnonzero(~repeated(encode(subjects)[0]))
+    splits = pa.array([MEDS_SPLITS[names[i]] for i in first], pa.string())
+    return pa.table({"patient": subjects.take(pa.array(first)), "split": splits})
 
 
-def read_meds(root: str | Path, issues: RowIssues) -> DiagnosisRows:
-    """Read the diagnosis rows of a MEDS folder (see the module docstring)."""
+def read_meds(root: str | Path, issues: RowIssues, strict: bool = False) -> DiagnosisRows:
+    """Read the diagnosis rows of a MEDS folder (see the module docstring); `strict` raises ValueError for
+    a subject listed in more than one split."""
     root = Path(root)
     parts: dict[str, list] = {k: [] for k in ("patient", "visit", "time", "raw", "system", "file", "row")}
     ignored = 0
@@ -133,6 +167,7 @@ def read_meds(root: str | Path, issues: RowIssues) -> DiagnosisRows:
     unusable = flag(issues, checks, file, row)
     keep = ~unusable
     time = time.filter(pa.array(keep))
+    notes = {"non_diagnosis_rows_ignored": ignored}
     return DiagnosisRows(
         patient=coded(patient[keep], patients),
         visit=coded(visit[keep], visits) if by_hadm else time,
@@ -142,6 +177,6 @@ def read_meds(root: str | Path, issues: RowIssues) -> DiagnosisRows:
         order=np.zeros(int(keep.sum()), dtype=np.int64),
         file=file[keep],
         row=row[keep],
-        splits=_splits(root),
-        notes={"non_diagnosis_rows_ignored": ignored},
+        splits=_splits(root, strict, notes),
+        notes=notes,
     )
