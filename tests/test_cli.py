@@ -398,7 +398,8 @@ def test_train_counts_every_unknown_code_of_every_split_and_names_the_flags(work
     assert code == 1
     assert err == (
         f"shark-hf train: error: {len(missing)} of {len(codes)} codes of the cohort (train, validation, "
-        f"test) not in the tokenizer: [{shown}] (--unknown skip drops them; --unknown embed encodes unseen codes)\n"
+        f"test) not in the tokenizer: [{shown}] (--unknown skip drops them; --unknown embed encodes unseen "
+        "codes)\n"
     )
 
 
