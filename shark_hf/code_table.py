@@ -78,16 +78,28 @@ def append_collision_level(
     return torch.cat([new_ids, torch.tensor(level, dtype=torch.int64)[:, None]], dim=1)
 
 
-def unknown_codes_message(unknown: list[str], invalid: dict[str, str]) -> str:
-    """The KeyError text of `unknown="error"`: codes not in the table and strings that are not codes."""
+def unknown_codes_message(
+    unknown: list[str], invalid: dict[str, str], total: int | None = None, where: str = ""
+) -> str:
+    """The KeyError text of `unknown="error"`: codes not in the table and strings that are not codes.
+
+    Args:
+        unknown: canonical codes not in the table; invalid: `{string: why}` of strings that are not codes.
+        total: how many distinct codes were checked (the count then reads "N of total").
+        where: what was checked, after "codes" (" of the cohort (train, validation, test)").
+    """
     parts = []
     if unknown:
-        parts.append(f"{len(unknown)} codes not in the tokenizer: [{preview(unknown)}]")
+        count = f"{len(unknown)} of {total}" if total is not None else str(len(unknown))
+        parts.append(f"{count} codes{where} not in the tokenizer: [{preview(unknown)}]")
     if invalid:
-        parts.append(f"{len(invalid)} strings that are not valid codes: [{preview(sorted(invalid))}]")
-    return (
-        "; ".join(parts) + " (unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
-    )
+        shown = preview(sorted(invalid))
+        parts.append(f"{len(invalid)} strings that are not valid ICD-9-CM or ICD-10-CM codes: [{shown}]")
+    return "; ".join(parts) + f" {UNKNOWN_HINT}"
+
+
+UNKNOWN_HINT = "(unknown='skip' drops them; add_codes or unknown='embed' encodes unseen codes)"
+"""How to get past unknown codes, in the library's words (the CLI names its `--unknown` flag instead)."""
 
 
 def describe_tensor(value: Any) -> str:

@@ -81,7 +81,8 @@ _ICD9_SHAPES = (
 _ICD10_SHAPE = re.compile(r"([A-Z][0-9A-Z]{2})\.?([0-9A-Z]{1,4})?")
 _SHAPE_HINT = {
     "ICD9CM": "3 digits (001-999), V01-V91 or E000-E030/E800-E999, then up to 2 digits (1 after an E code)",
-    "ICD10CM": "a letter and 2 characters, then up to 4 characters",
+    "ICD10CM": "a letter, a digit and a letter or digit (a letter second only in a category such as QA0), "
+    "then up to 4 letters or digits",
 }
 
 
@@ -118,8 +119,16 @@ def _match_body(body: str, system: str) -> str | None:
     for shape in shapes:
         match = shape.fullmatch(body)
         if match and (match.group(2) is not None or not body.endswith(".")):
+            if system == "ICD10CM" and body[1].isalpha() and body[:3] not in _icd10_letter_categories():
+                return None  # "XYZ.1": the second character of ICD-10-CM is a digit, bar a few categories
             return body.replace(".", "")
     return None
+
+
+@functools.cache
+def _icd10_letter_categories() -> frozenset[str]:
+    """The ICD-10-CM categories with a letter in the second position (QA0 since FY2026)."""
+    return frozenset(body[:3] for body in _billable("ICD10CM") if body[1].isalpha())
 
 
 @functools.lru_cache(maxsize=1 << 20)

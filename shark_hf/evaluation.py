@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from .data.collator import VisitCollator
+from .data.collator import VisitCollator, check_cohort_codes
 from .metrics import compute_metrics
 from .modeling_shark import SharkForDiagnosisPrediction
 from .privacy import BOOTSTRAP_RESAMPLES, bootstrap_auc_interval, membership_inference_auc, per_sample_loss
@@ -94,13 +94,16 @@ def evaluate_model(
     split: Dataset,
     batch_size: int = 256,
     max_visits: int | None = None,
+    unknown: str = "error",
 ) -> dict[str, float | int]:
     """Metrics of a trained model on one cohort split, in this process (no launcher needed). With the
     run's `--eval_batch_size` and `--max_visits` they equal what `train` logged for that split (target
-    labels outside the model's label space are left out, as `train` does)."""
+    labels outside the model's label space are left out, as `train` does). `unknown` is the policy for codes
+    the tokenizer does not know (`VisitCollator`); all the split's codes are checked before any batch."""
+    check_cohort_codes(tokenizer, {str(split.split or "split"): split}, unknown)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     split, _ = restrict_labels(split, dict.fromkeys(labels))  # as `train` does: labels it never saw
-    collator = VisitCollator.for_model(tokenizer, model.config, max_visits=max_visits)
+    collator = VisitCollator.for_model(tokenizer, model.config, max_visits=max_visits, unknown=unknown)
     accelerator = Accelerator()
     loader = accelerator.prepare(make_dataloader(split, collator, batch_size, False, 0))
     return evaluate_split(accelerator.prepare(model), loader, accelerator)

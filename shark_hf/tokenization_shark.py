@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -57,7 +57,7 @@ from shark_hf.tokenizer_format import (
     write_files,
 )
 from shark_hf.tokenizer_stats import cohort_table_warning, table_stats
-from shark_hf.utils import atomic_write_text, preview
+from shark_hf.utils import UNKNOWN_POLICIES, atomic_write_text, preview
 from shark_hf.visit_batch import check_nesting, pack_visits
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 CARD_NAME = "README.md"
 CARD_TAG = "shark-tokenizer"
 KINDS = ("semantic", "random", "index")
-UNKNOWN_POLICIES = ("error", "skip", "embed")
 SETTING_KEYS = ("seed", "rkmeans", "level_errors", "codebook_usage", "embedding_normalized")
 
 
@@ -449,13 +448,7 @@ class SharkTokenizer(
         padding; with policy "embed" the tuples of on-the-fly embedded codes are appended).
         """
         missing = np.flatnonzero(rows < 0)
-        canonical: dict[str, str] = {}
-        invalid: dict[str, str] = {}
-        for raw in {flat[i] for i in missing}:
-            try:
-                canonical[raw] = normalize_code(raw)
-            except (ValueError, TypeError) as error:
-                invalid[raw] = str(error)
+        canonical, invalid = _canonical_spellings({flat[i] for i in missing})
         unknown = sorted({code for code in canonical.values() if code not in self._row})
         if policy == "error" and (unknown or invalid):
             raise KeyError(unknown_codes_message(unknown, invalid))
@@ -472,6 +465,16 @@ class SharkTokenizer(
             row = self._row.get(code, extra_row.get(code, -1)) if code is not None else -1
             rows[i] = row
         return rows, table
+
+    def missing_codes(self, codes: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+        """What `__call__(..., unknown="error")` would reject among `codes` (any spellings), all at once.
+
+        Returns:
+            The sorted canonical codes not in the table, and `{string: why}` for the strings that are not
+            valid codes at all (the ValueError of `normalize_code`).
+        """
+        canonical, invalid = _canonical_spellings(set(codes) - self._row.keys())
+        return sorted({code for code in canonical.values() if code not in self._row}), invalid
 
     # ------------------------------------------------------------------ codes never seen
 
@@ -779,6 +782,18 @@ class SharkTokenizer(
             min_size=min_size,
             max_pairs=max_pairs,
         )
+
+
+def _canonical_spellings(raws: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`{string: canonical code}` of the strings that are codes, and `{string: why}` of the others."""
+    canonical: dict[str, str] = {}
+    invalid: dict[str, str] = {}
+    for raw in raws:
+        try:
+            canonical[raw] = normalize_code(raw)
+        except (ValueError, TypeError) as error:
+            invalid[raw] = str(error)
+    return canonical, invalid
 
 
 __all__ = [

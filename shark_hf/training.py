@@ -60,7 +60,7 @@ from .baselines import baseline_summary, evaluate_baselines, fit_baselines
 from .codes import label_names as code_label_names
 from .configuration_shark import SharkConfig
 from .data.cohort import cohort_task
-from .data.collator import VisitCollator
+from .data.collator import VisitCollator, check_cohort_codes
 from .evaluation import (
     REPORT_KS,
     evaluate_split,
@@ -341,13 +341,16 @@ def _train(args: TrainingArguments, accelerator: Accelerator) -> dict:
     tokenizer = SharkTokenizer.from_pretrained(args.tokenizer, subfolder=args.tokenizer_subfolder)
     label_names = resolve_label_names(cohort, args.label_space)
     summary = cohort_summary(cohort)
+    check_cohort_codes(tokenizer, cohort, args.unknown)
     cohort, labels_left_out = _restrict_evaluation_labels(cohort, label_names)
     model, new_head = build_model(args, tokenizer, label_names)
     if args.init_from is None:
         zero_unseen_code_rows(model, tokenizer, cohort["train"])
     if new_head and args.label_frequency_bias:
         init_head_bias(model, label_frequency_bias(cohort["train"], label_names))
-    collator = VisitCollator.for_model(tokenizer, model.config, max_visits=args.max_visits)
+    collator = VisitCollator.for_model(
+        tokenizer, model.config, max_visits=args.max_visits, unknown=args.unknown
+    )
     loaders = _make_loaders(args, cohort, collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .universal import UNIVERSAL_TOKENIZER
+from .utils import UNKNOWN_POLICIES
 
 SCHEDULES = ("constant", "linear", "cosine")
 """Learning-rate schedules of `--lr_scheduler_type` (after the linear warmup of `--warmup_ratio`)."""
@@ -43,6 +44,13 @@ class TrainingArguments:
     )
     allow_tokenizer_mismatch: bool = field(
         default=False, metadata={"help": "Fine-tune even if --tokenizer differs from the model's tokenizer."}
+    )
+    unknown: str = field(
+        default="error",
+        metadata={
+            "help": "Cohort codes that --tokenizer does not know: error (checked over every split before the "
+            "model is built), skip (drop them) or embed (encode them with the tokenizer's embedding model)."
+        },
     )
     embed_dim: int = field(default=16, metadata={"help": "Codeword embedding width d (paper: 16)."})
     hidden_size: int = field(default=16, metadata={"help": "GRU hidden size."})
@@ -122,6 +130,8 @@ class TrainingArguments:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"--unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
         if self.lr_scheduler_type not in SCHEDULES:
             raise ValueError(
                 f"--lr_scheduler_type must be one of {SCHEDULES}, got {self.lr_scheduler_type!r}"

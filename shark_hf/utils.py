@@ -14,6 +14,10 @@ from typing import Any
 TOKENIZER_SUBFOLDER = "tokenizer"
 """Subfolder of a model folder or Hub repository that holds its `SharkTokenizer`."""
 
+UNKNOWN_POLICIES = ("error", "skip", "embed")
+"""What a tokenizer does with codes it does not know (`SharkTokenizer.__call__`'s `unknown`, the CLI's
+`--unknown`): raise a KeyError listing them, drop them, or embed them."""
+
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 """The file that marks a `SharkTokenizer` folder (`tokenization_shark.CONFIG_NAME`)."""
 

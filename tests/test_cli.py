@@ -19,7 +19,7 @@ import torch
 from datasets import load_from_disk
 
 from shark_hf.cli import COMMANDS, MAX_MESSAGE, UserError, _one_line, main
-from shark_hf.codes import label_names
+from shark_hf.codes import cohort_codes, label_names
 from shark_hf.embeddings import load_embeddings
 from shark_hf.tokenization_shark import SharkTokenizer
 
@@ -62,6 +62,7 @@ def work(tmp_path_factory) -> Path:
     (root / "not_patients.json").write_text('{"visits": []}')
     (root / "unknown_code.json").write_text('[[["401.9", "999.99"]]]')
     (root / "unknown_codes.txt").write_text("401.9\n999.99\n")
+    (root / "invalid_code.json").write_text('[[["401.9", "XYZ.1"]]]')
     return root
 
 
@@ -322,7 +323,29 @@ BAD_INPUT = [
     ("predict --model {run} --input {work}/malformed.json", "malformed.json is not valid JSON"),
     ("predict --model {run} --input {work}/missing.json", "missing.json: no such file"),
     ("predict --model {run} --input {work}/not_patients.json", "must hold a non-empty JSON list of patients"),
-    ("predict --model {run} --input {work}/unknown_code.json", "ICD9CM:99999"),
+    (
+        "predict --model {run} --input {work}/unknown_code.json",
+        "1 codes not in the tokenizer: [ICD9CM:99999] (--unknown skip drops them; --unknown embed encodes "
+        "unseen codes)",
+    ),
+    (
+        "predict --model {run} --input {work}/invalid_code.json",
+        "error: 1 strings that are not valid ICD-9-CM or ICD-10-CM codes: [XYZ.1] (--unknown skip drops them",
+    ),
+    (
+        "evaluate --model {run} --cohort {cohort} --tokenizer {semantic} --unknown skip",
+        "Use the tokenizer saved with the model (leave out --tokenizer).",
+    ),
+    (
+        "train --cohort {cohort} --tokenizer {semantic} --output_dir {work}/r --unknown skip "
+        "--init_from {run}",
+        "Use the tokenizer saved with the model, or pass --allow_tokenizer_mismatch if the ids are known to "
+        "be compatible.",
+    ),
+    (
+        "train --cohort {cohort} --tokenizer {semantic} --output_dir {work}/r",
+        "codes of the cohort (train, validation, test) not in the tokenizer: [",
+    ),
     (
         "predict --model {work}/missing_model --input {work}/patients.json",
         "missing_model: no such model folder",
@@ -363,6 +386,21 @@ def test_bad_input_exits_1_with_one_line(argv, expected, work, raw, cohort, trai
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"shark-hf {command}: error: ")
     assert expected.format(**places) in err
+
+
+def test_train_counts_every_unknown_code_of_every_split_and_names_the_flags(work, cohort, semantic_tokenizer):
+    codes = cohort_codes(load_from_disk(cohort[0]))
+    missing = [code for code in codes if code not in CODES]
+    shown = ", ".join(missing[:20]) + f", ... ({len(missing)} in all)"
+    code, _, err = cli(
+        f"train --cohort {cohort[0]} --tokenizer {semantic_tokenizer[0]} --output_dir {work}/r"
+    )
+    assert code == 1
+    assert err == (
+        f"shark-hf train: error: {len(missing)} of {len(codes)} codes of the cohort (train, validation, "
+        f"test) not in the tokenizer: [{shown}] (--unknown skip drops them; --unknown embed encodes unseen "
+        "codes)\n"
+    )
 
 
 def test_console_script_exit_codes(work, raw, trained):

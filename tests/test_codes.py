@@ -146,10 +146,19 @@ def test_normalize_codes_matches_normalize_code():
     assert normalize_codes(["E8020"], system=9) == ["ICD9CM:E8020"]
 
 
-@pytest.mark.parametrize("bad", ["", "40", "4O19", "401.", "40.19", "000", "I1", "I10.12345", "E11.9.1", "X"])
+@pytest.mark.parametrize(
+    "bad", ["", "40", "4O19", "401.", "40.19", "000", "I1", "I10.12345", "E11.9.1", "X", "XYZ.1", "IAB"]
+)
 def test_malformed_codes_name_the_input(bad):
     with pytest.raises(ValueError, match=re.escape(f"{bad!r} is not a valid ICD-9-CM or ICD-10-CM code")):
         normalize_code(bad)
+
+
+def test_icd10_second_character_is_a_digit_except_in_known_categories():
+    assert normalize_code("C4A.0") == "ICD10CM:C4A0" and is_known("C4A.0")
+    assert normalize_code("QA0.0101") == "ICD10CM:QA00101"  # FY2026: a letter second, in QA0 only
+    with pytest.raises(ValueError, match=re.escape("'ICD10CM:XYZ.1' is not a valid ICD10CM code")):
+        normalize_code("ICD10CM:XYZ.1")
 
 
 def test_wrong_system_names_input_and_system():

@@ -9,6 +9,7 @@ equal metric dicts), not approximate.
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from shark_hf import training
 from shark_hf.baselines import BASELINES, evaluate_baselines, fit_baselines
 from shark_hf.codes import label_names
 from shark_hf.data.cohort import build_cohort
@@ -397,6 +399,45 @@ def test_fine_tune_checks_the_tokenizer(ws, reference, tmp_path):
     other = ws.root / "tokenizer_1"
     with pytest.raises(ValueError, match="tokenizer mismatch"):
         main(flags(ws, tmp_path / "x", "--init_from", str(reference.dir), tokenizer=other))
+
+
+def test_unknown_codes_of_every_split_are_counted_before_the_model_is_built(ws, tmp_path, monkeypatch):
+    codes = sorted({code for s in ws.cohorts["ccs"].values() for p in s["visits"] for v in p for code in v})
+    known = codes[: len(codes) // 2]
+    SharkTokenizer.random_ids(known, codebook_size=32, seed=0).save_pretrained(tmp_path / "half")
+    missing = codes[len(codes) // 2 :]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the codes were checked")
+
+    monkeypatch.setattr(training, "build_model", no_model)
+    expected = (
+        f"{len(missing)} of {len(codes)} codes of the cohort (train, validation, test) not in the tokenizer: "
+        f"[{', '.join(missing[:20])}, ... ({len(missing)} in all)] (unknown='skip' drops them; add_codes or "
+        "unknown='embed' encodes unseen codes)"
+    )
+    with pytest.raises(KeyError) as caught:
+        main(flags(ws, tmp_path / "x", tokenizer=tmp_path / "half"))
+    assert caught.value.args[0] == expected
+
+
+def test_unknown_skip_trains_on_the_known_codes(ws, tmp_path, caplog):
+    codes = sorted({code for s in ws.cohorts["ccs"].values() for p in s["visits"] for v in p for code in v})
+    SharkTokenizer.random_ids(codes[1:], codebook_size=32, seed=0).save_pretrained(tmp_path / "most")
+    with caplog.at_level(logging.WARNING, logger="shark_hf"):
+        results = main(flags(ws, tmp_path / "x", "--unknown", "skip", tokenizer=tmp_path / "most"))
+    assert (
+        f"1 of {len(codes)} codes of the cohort (train, validation, test) are not in the tokenizer "
+        f"(dropped): {codes[0]}"
+    ) in caplog.text
+    assert results["test"]["num_samples"] + results["test"]["num_excluded_empty"] == 24
+
+
+def test_unknown_must_be_a_policy(ws, tmp_path):
+    with pytest.raises(
+        ValueError, match=re.escape("--unknown must be one of ('error', 'skip', 'embed'), got 'drop'")
+    ):
+        main(flags(ws, tmp_path / "x", "--unknown", "drop"))
 
 
 def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):

@@ -82,13 +82,46 @@ def _parser() -> argparse.ArgumentParser:
 MAX_MESSAGE = 1000  # characters of an error message shown (a list of 500 unknown codes is not read)
 
 
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line (a plain KeyError's message without the quotes str() adds)."""
+def _one_line(error: BaseException, command: str = "") -> str:
+    """The error's message on one line (a plain KeyError's message without the quotes str() adds), in the
+    words of `command`'s flags (`cli_wording`)."""
     plain_key_error = isinstance(error, KeyError) and type(error).__str__ is KeyError.__str__
     text = " ".join((str(error.args[0]) if plain_key_error and error.args else str(error)).split())
+    text = cli_wording(text, command)
     if len(text) > MAX_MESSAGE:
         text = f"{text[:MAX_MESSAGE]} ... ({len(text) - MAX_MESSAGE} more characters)"
     return text or type(error).__name__
+
+
+# The library's hints name Python keywords; a command-line user gets the flags that do the same.
+_MISMATCH_HINT = (
+    ", or pass allow_mismatch=True (allow_tokenizer_mismatch=True in from_pretrained) if the ids are known "
+    "to be compatible"
+)
+_CLI_WORDING = {
+    "train": {_MISMATCH_HINT: ", or pass --allow_tokenizer_mismatch if the ids are known to be compatible"},
+    "evaluate": {_MISMATCH_HINT: " (leave out --tokenizer)"},
+    "predict": {_MISMATCH_HINT: " (leave out --tokenizer)"},
+}
+_UNKNOWN_WORDING = {
+    "add it with add_codes(embeddings), or encode batches of a semantic tokenizer with unknown='embed'": (
+        "--unknown embed encodes it with a semantic tokenizer, --unknown skip drops it"
+    ),
+    "add_codes or unknown='embed'": "--unknown embed",
+    "unknown='skip'": "--unknown skip",
+    "unknown='embed'": "--unknown embed",
+}
+
+
+def cli_wording(text: str, command: str) -> str:
+    """`text` with the library's keyword hints replaced by the flags of `command` (train, evaluate and
+    predict have `--unknown`; train has `--allow_tokenizer_mismatch`)."""
+    wording = dict(_CLI_WORDING.get(command, {}))
+    if command in ("train", "evaluate", "predict"):
+        wording.update(_UNKNOWN_WORDING)
+    for library, cli in wording.items():
+        text = text.replace(library, cli)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if verbose:
             raise
-        print(f"shark-hf {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"shark-hf {args.command}: error: {_one_line(error, args.command)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"shark-hf {args.command}: interrupted", file=sys.stderr)

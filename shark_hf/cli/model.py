@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..output_folder import check_output_dir
+from ..utils import UNKNOWN_POLICIES
 from .common import (
     BUILDERS,
     Command,
@@ -161,6 +162,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-visits", type=positive, default=None, help="Keep the most recent visits (as in training)."
     )
+    _unknown_arg(p)
     p.add_argument(
         "--baselines",
         action="store_true",
@@ -172,7 +174,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..codes import cohort_codes
+    from ..data.collator import check_cohort_codes
     from ..evaluation import evaluate_model
 
     cohort = load_cohort(args.cohort)
@@ -180,13 +182,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise UserError(f"{args.cohort} has no split {args.split!r} (splits: {', '.join(cohort)})")
     split = cohort[args.split]
     tokenizer = load_tokenizer(args.model, args.tokenizer)
-    unknown = [code for code in cohort_codes({args.split: split}) if code not in tokenizer]
-    if unknown:
-        raise UserError(
-            f"{len(unknown)} codes of {args.cohort} ({args.split}) are not in the tokenizer: {unknown[:10]}"
-        )
+    check_cohort_codes(tokenizer, {args.split: split}, args.unknown)
     model = load_weights(args.model)
-    metrics = evaluate_model(model, tokenizer, split, batch_size=args.batch_size, max_visits=args.max_visits)
+    metrics = evaluate_model(
+        model, tokenizer, split, batch_size=args.batch_size, max_visits=args.max_visits, unknown=args.unknown
+    )
     report = {"split": args.split, **metrics}
     if args.baselines:
         report.update(_baselines_beside(model.config, cohort, args.split, metrics))
@@ -231,14 +231,18 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "--tokenizer", default=None, help="Tokenizer folder or repo (default: the model's tokenizer/)."
     )
     p.add_argument("--top-k", type=positive, default=20, help="Labels per patient (default: 20).")
+    _unknown_arg(p)
+    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--out", type=Path, help="Write the predictions here instead of stdout.")
+
+
+def _unknown_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--unknown",
         default="error",
-        choices=["error", "skip", "embed"],
+        choices=UNKNOWN_POLICIES,
         help="Codes the tokenizer never saw: fail (default), drop them, or embed them (semantic tokenizers).",
     )
-    p.add_argument("--batch-size", type=positive, default=256)
-    p.add_argument("--out", type=Path, help="Write the predictions here instead of stdout.")
 
 
 def _predict(args: argparse.Namespace) -> None:

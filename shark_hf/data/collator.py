@@ -11,6 +11,7 @@ are ignored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -19,10 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from shark_hf.codes import LABEL_SPACES, to_label
+from shark_hf.code_table import unknown_codes_message
+from shark_hf.codes import LABEL_SPACES, cohort_codes, to_label
+from shark_hf.utils import preview
 
 if TYPE_CHECKING:
     from shark_hf.tokenization_shark import SharkTokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -181,6 +186,38 @@ class VisitCollator:
         out = np.zeros((len(labels), len(column)), dtype=np.float32)  # numpy: torch.zeros may wake threads
         out[np.repeat(np.arange(len(labels)), counts), columns] = 1.0
         return torch.from_numpy(out)
+
+
+def check_cohort_codes(tokenizer: SharkTokenizer, cohort: Mapping[str, Any], unknown: str) -> None:
+    """Check every distinct code of every split of `cohort` (`{split: rows}` with a `visits` column) against
+    `tokenizer` at once, before a model is built or a batch collated, under the `unknown` policy of
+    `VisitCollator`; with "skip" or "embed", log how many codes that policy applies to.
+
+    Raises:
+        KeyError: with "error", counting and listing the codes the tokenizer lacks and the strings that are
+            not codes (a batch would only show its own).
+        ValueError: with "embed", naming the strings that are not codes (they cannot be embedded).
+    """
+    codes = cohort_codes(cohort)
+    missing, invalid = tokenizer.missing_codes(codes)
+    if not missing and not invalid:
+        return
+    where = f" of the cohort ({', '.join(cohort)})"
+    if unknown == "error":
+        raise KeyError(unknown_codes_message(missing, invalid, total=len(codes), where=where))
+    if unknown == "embed" and invalid:
+        raise ValueError(
+            f"cannot embed {len(invalid)} strings{where} that are not valid ICD-9-CM or ICD-10-CM codes: "
+            f"[{preview(sorted(invalid))}]"
+        )
+    logger.warning(
+        "%d of %d codes%s are not in the tokenizer (%s): %s",
+        len(missing) + len(invalid),
+        len(codes),
+        where,
+        "dropped" if unknown == "skip" else "embedded with the tokenizer's embedding model",
+        preview(missing + sorted(invalid)),
+    )
 
 
 def _name(row: Mapping[str, Any], index: int) -> str:
