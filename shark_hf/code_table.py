@@ -4,7 +4,7 @@ messages naming the codes at fault. Used by `SharkTokenizer`; no state of its ow
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,18 @@ def canonical_codes(codes: Sequence[str], what: str) -> list[str]:
     if duplicates:
         raise ValueError(f"duplicate codes in {what} (after normalisation): {duplicates}")
     return canonical
+
+
+def canonical_spellings(raws: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`{string: canonical code}` of the strings that are codes, and `{string: why}` of the others."""
+    canonical: dict[str, str] = {}
+    invalid: dict[str, str] = {}
+    for raw in raws:
+        try:
+            canonical[raw] = normalize_code(raw)
+        except (ValueError, TypeError) as error:
+            invalid[raw] = str(error)
+    return canonical, invalid
 
 
 def checked_vectors(codes: list[str], vectors: torch.Tensor) -> torch.Tensor:

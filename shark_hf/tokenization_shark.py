@@ -37,6 +37,7 @@ from shark_hf.cluster_report import ClusterReport, ClusterStat, CrossChapterPair
 from shark_hf.code_table import (
     append_collision_level,
     canonical_codes,
+    canonical_spellings,
     checked_vectors,
     collision_index,
     describe_tensor,
@@ -448,7 +449,7 @@ class SharkTokenizer(
         padding; with policy "embed" the tuples of on-the-fly embedded codes are appended).
         """
         missing = np.flatnonzero(rows < 0)
-        canonical, invalid = _canonical_spellings({flat[i] for i in missing})
+        canonical, invalid = canonical_spellings({flat[i] for i in missing})
         unknown = sorted({code for code in canonical.values() if code not in self._row})
         if policy == "error" and (unknown or invalid):
             raise KeyError(unknown_codes_message(unknown, invalid))
@@ -473,7 +474,7 @@ class SharkTokenizer(
             The sorted canonical codes not in the table, and `{string: why}` for the strings that are not
             valid codes at all (the ValueError of `normalize_code`).
         """
-        canonical, invalid = _canonical_spellings(set(codes) - self._row.keys())
+        canonical, invalid = canonical_spellings(set(codes) - self._row.keys())
         return sorted({code for code in canonical.values() if code not in self._row}), invalid
 
     # ------------------------------------------------------------------ codes never seen
@@ -782,18 +783,6 @@ class SharkTokenizer(
             min_size=min_size,
             max_pairs=max_pairs,
         )
-
-
-def _canonical_spellings(raws: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """`{string: canonical code}` of the strings that are codes, and `{string: why}` of the others."""
-    canonical: dict[str, str] = {}
-    invalid: dict[str, str] = {}
-    for raw in raws:
-        try:
-            canonical[raw] = normalize_code(raw)
-        except (ValueError, TypeError) as error:
-            invalid[raw] = str(error)
-    return canonical, invalid
 
 
 __all__ = [
