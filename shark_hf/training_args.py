@@ -1,5 +1,7 @@
 """`TrainingArguments`: the options of `shark_hf.training.train`, each also a `--flag` of `shark-hf train`
-and `training/train.py` (parsed with `transformers.HfArgumentParser`). Standard library only, like
+and `training/train.py` (parsed with `transformers.HfArgumentParser`). Where transformers' `TrainingArguments`
+names the same option differently, its name is accepted too (`aliases`: `--num_train_epochs`,
+`--per_device_train_batch_size`, `--save_steps`, ...). Standard library only, like
 transformers' `training_args.py`: reading the options costs no torch import."""
 
 from __future__ import annotations
@@ -91,21 +93,42 @@ class TrainingArguments:
         metadata={"help": "Share of the --num_epochs optimizer steps spent warming up linearly."},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    num_epochs: int = field(default=30, metadata={"help": "Maximum number of epochs."})
-    batch_size: int = field(default=64, metadata={"help": "Patients per batch and process."})
-    eval_batch_size: int = field(default=256, metadata={"help": "Patients per evaluation batch and process."})
+    num_epochs: int = field(
+        default=30, metadata={"help": "Maximum number of epochs.", "aliases": ["--num_train_epochs"]}
+    )
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "Patients per batch and process.", "aliases": ["--per_device_train_batch_size"]},
+    )
+    eval_batch_size: int = field(
+        default=256,
+        metadata={
+            "help": "Patients per evaluation batch and process.",
+            "aliases": ["--per_device_eval_batch_size"],
+        },
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     max_visits: int | None = field(default=None, metadata={"help": "Keep only the most recent visits."})
     patience: int = field(
-        default=5, metadata={"help": "Epochs without validation P@10 gain before stopping."}
+        default=5,
+        metadata={
+            "help": "Epochs without validation P@10 gain before stopping.",
+            "aliases": ["--early_stopping_patience"],
+        },
     )
     mixed_precision: str = field(
         default="no", metadata={"help": "no, fp16 or bf16 (where the hardware has it)."}
     )
     checkpoint_steps: int | None = field(
-        default=None, metadata={"help": "Save the full training state every N optimizer steps."}
+        default=None,
+        metadata={
+            "help": "Save the full training state every N optimizer steps.",
+            "aliases": ["--save_steps"],
+        },
     )
-    checkpoint_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
+    checkpoint_limit: int | None = field(
+        default=3, metadata={"help": "Keep at most this many checkpoints.", "aliases": ["--save_total_limit"]}
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={"help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir."},
@@ -118,7 +141,9 @@ class TrainingArguments:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and dropout."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    num_workers: int = field(
+        default=0, metadata={"help": "DataLoader worker processes.", "aliases": ["--dataloader_num_workers"]}
+    )
 
     def __post_init__(self) -> None:
         for name in (

@@ -22,6 +22,7 @@ import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import HfArgumentParser
 
 from shark_hf import training
 from shark_hf.baselines import BASELINES, evaluate_baselines, fit_baselines
@@ -34,6 +35,7 @@ from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.privacy import bootstrap_auc_interval, membership_inference_auc, per_sample_loss
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import label_frequency_bias, main
+from shark_hf.training_args import TrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SIZE, BATCH_SIZE = 84, 16  # 6 batches per epoch: 5 of 16 and one of 4
@@ -602,3 +604,13 @@ def test_two_process_run_refuses_a_locked_folder_on_every_process(ws, tmp_path):
     message = f"FileExistsError: --output_dir {out} is in use by another training (process {os.getpid()}"
     assert process.stderr.count(message) == 2, process.stderr[-4000:]  # rank 0 and rank 1
     assert sorted(os.listdir(out)) == [".shark-train.lock"]
+
+
+def test_transformers_training_argument_names_are_accepted():
+    argv = "--output_dir o --cohort c --num_train_epochs 7 --per_device_train_batch_size 8 "
+    argv += "--per_device_eval_batch_size 9 --early_stopping_patience 2 --save_steps 5 --save_total_limit 1 "
+    argv += "--dataloader_num_workers 0 --learning_rate 0.5 --overwrite_output_dir"
+    (args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(argv.split())
+    assert (args.num_epochs, args.batch_size, args.eval_batch_size, args.patience) == (7, 8, 9, 2)
+    assert (args.checkpoint_steps, args.checkpoint_limit, args.num_workers) == (5, 1, 0)
+    assert (args.learning_rate, args.overwrite_output_dir) == (0.5, True)

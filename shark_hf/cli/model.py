@@ -55,6 +55,7 @@ def training_flags_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for flag in dataclasses.fields(TrainingArguments):
         names = [f"--{flag.name}"] + ([f"--{flag.name.replace('_', '-')}"] if "_" in flag.name else [])
+        names += flag.metadata.get("aliases", [])
         default = None if flag.default is dataclasses.MISSING else flag.default
         help_text = flag.metadata.get("help")
         if flag.type in (bool, "bool"):  # HfArgumentParser replaces the annotation strings by types
