@@ -467,3 +467,16 @@ def test_messages_are_one_line_and_bounded():
     )
     long = _one_line(ValueError("x" * (MAX_MESSAGE + 5)))
     assert long == "x" * MAX_MESSAGE + " ... (5 more characters)"
+
+
+def test_every_flag_has_its_own_help_text():
+    import argparse
+
+    from shark_hf.cli import _parser
+
+    subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in subcommands.choices.items():
+        flags = [a for a in parser._actions if a.option_strings and a.help is not argparse.SUPPRESS]
+        assert [a.option_strings for a in flags if not a.help] == [], name
+        helps = [a.help for a in flags]
+        assert sorted({h for h in helps if helps.count(h) > 1}) == [], name

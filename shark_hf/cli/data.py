@@ -14,8 +14,13 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     add_code_source(p.add_mutually_exclusive_group(required=True))
     p.add_argument("--out", type=Path, required=True, help="Output .safetensors file.")
     p.add_argument("--model", default=None, help="sentence-transformers model path or id (default: MiniLM).")
-    p.add_argument("--text", default="description", choices=["description", "hierarchy", "synonyms"])
-    p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument(
+        "--text",
+        default="description",
+        choices=["description", "hierarchy", "synonyms"],
+        help="What is embedded for each code: its description, with its ICD ancestors, or with synonyms.",
+    )
+    p.add_argument("--batch-size", type=positive, default=64, help="Texts per encoder batch (default: 64).")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cuda when available).")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="Text-vector cache (default: ~/.cache/shark_hf)."
@@ -52,10 +57,25 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
         required=True,
         help="Output folder: the cohort (datasets.save_to_disk); for `synthetic`, the MIMIC-format CSVs.",
     )
-    p.add_argument("--label-space", default="ccs", choices=["ccs", "ccsr", "code"])
-    p.add_argument("--min-visits", type=int, default=2)
-    p.add_argument("--sample", default="last", choices=["last", "all_prefixes"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--label-space",
+        default="ccs",
+        choices=["ccs", "ccsr", "code"],
+        help="What is predicted: single-level CCS categories (default), CCSR categories, or the codes.",
+    )
+    p.add_argument(
+        "--min-visits", type=int, default=2, help="Keep patients with at least this many visits (default: 2)."
+    )
+    p.add_argument(
+        "--sample",
+        default="last",
+        choices=["last", "all_prefixes"],
+        help="last: one sample per patient (its last visit is the target); all_prefixes: one per visit after "
+        "the first.",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="Seed of the patient split (and of the built-in cohort)."
+    )
     p.add_argument(
         "--strict",
         action="store_true",

@@ -9,9 +9,9 @@ from .common import Command, positive
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=positive, default=30)
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="Output folder (demo_output).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the cohort, tokenizers and training.")
+    p.add_argument("--epochs", type=positive, default=30, help="Epoch cap of each training (default: 30).")
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
         "--tokenizer", type=Path, default=None, help="Tokenizer folder (default: MODEL/tokenizer)."
     )
     p.add_argument("--repo", required=True, help="Hub repository, ORG/NAME.")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--private", action="store_true", help="Create the repository as private.")
     p.add_argument("--revision", default=None, help="Branch to push to (created from main if missing).")
     p.add_argument("--token", default=None, help="Hub token (default: the logged-in token or HF_TOKEN).")
     p.add_argument(

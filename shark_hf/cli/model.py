@@ -159,7 +159,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "--tokenizer", default=None, help="Tokenizer folder or repo (default: the model's tokenizer/)."
     )
     p.add_argument("--split", default="test", help="train, validation or test (default: test).")
-    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--batch-size", type=positive, default=256, help="Patients per batch (default: 256).")
     p.add_argument(
         "--max-visits", type=positive, default=None, help="Keep the most recent visits (as in training)."
     )
@@ -233,7 +233,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--top-k", type=positive, default=20, help="Labels per patient (default: 20).")
     _unknown_arg(p)
-    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--batch-size", type=positive, default=256, help="Patients per batch (default: 256).")
     p.add_argument("--out", type=Path, help="Write the predictions here instead of stdout.")
 
 

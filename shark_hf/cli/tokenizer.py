@@ -49,7 +49,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--levels", type=positive, default=4, help="L, the number of IDs per code.")
     p.add_argument("--codebook-size", type=positive, default=128, help="K, the clusters per level.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="Seed of the k-means++ starts or the random IDs.")
     p.add_argument(
         "--deduplicate", action="store_true", help="semantic: append a level making tuples unique."
     )
