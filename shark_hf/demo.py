@@ -167,7 +167,8 @@ def _plot_attention(model_dir: Path, cohort_dir: Path, path: Path) -> None:
         batch = VisitCollator.for_model(tokenizer, model.config)([{"visits": row["visits"]}])
         prediction = model.predict(batch, top_k=5)[0]
     title = f"Patient {row['patient_id']}: attention over {len(row['visits'])} visits"
-    plot_visit_attention(prediction["visit_attention"], row["visits"], path, title)
+    top = [(label["name"] or label["label"], label["probability"]) for label in prediction["labels"]]
+    plot_visit_attention(prediction["visit_attention"], row["visits"], path, title, predictions=top)
 
 
 def _print_summary(out: Path, results: dict[str, dict], elapsed: float) -> None:

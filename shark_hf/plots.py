@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .codes import describe  # noqa: E402
 from .utils import atomic_write  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -91,13 +92,62 @@ def plot_code_map(
 
 
 def plot_visit_attention(
-    visit_attention: Sequence[float], visit_codes: Sequence[Sequence[str]], path: str | Path, title: str
+    visit_attention: Sequence[float],
+    visit_codes: Sequence[Sequence[str]],
+    path: str | Path,
+    title: str,
+    predictions: Sequence[tuple[str, float]] = (),
+    codes_shown: int = 4,
 ) -> Path:
-    """A bar per visit (oldest first) with its attention weight alpha, labelled with its first codes."""
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(visit_attention)), 3.8))
+    """Left: a bar per visit (oldest first) with its attention weight alpha, labelled with its first
+    `codes_shown` codes and their short descriptions ("+N more" when the list is cut). Right, when given:
+    the patient's top predictions as `(name, probability)` pairs, most probable on top."""
+    panels = 2 if predictions else 1
+    width = max(5.0, 1.9 * len(visit_attention)) + (5.0 if predictions else 0.0)
+    fig, axes = plt.subplots(
+        1,
+        panels,
+        figsize=(width, 4.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [max(1, len(visit_attention)), 2][:panels]},
+    )
+    ax = axes[0, 0]
     positions = range(len(visit_attention))
     ax.bar(positions, visit_attention, color="C0")
-    labels = [f"visit {i + 1}\n" + "\n".join(codes[:3]) for i, codes in enumerate(visit_codes)]
-    ax.set_xticks(list(positions), labels, fontsize=7)
-    ax.set(ylabel="visit attention (alpha)", ylim=(0, 1), title=title)
+    ax.set_xticks(
+        list(positions),
+        [_visit_label(i, codes, codes_shown) for i, codes in enumerate(visit_codes)],
+        fontsize=6,
+    )
+    top = min(1.0, 1.3 * max(visit_attention, default=1.0))
+    ax.set(ylabel="visit attention (alpha, sums to 1)", ylim=(0, top), title=title)
+    if predictions:
+        names, probabilities = zip(*predictions, strict=True)
+        right = axes[0, 1]
+        right.barh(range(len(names))[::-1], probabilities, color="C1")
+        right.set_yticks(range(len(names))[::-1], [_short(name, 34) for name in names], fontsize=7)
+        right.set(xlim=(0, 1), xlabel="predicted probability", title="top predictions for the next visit")
+        for row, probability in zip(range(len(names))[::-1], probabilities, strict=True):
+            right.text(probability + 0.01, row, f"{probability:.2f}", va="center", fontsize=7)
     return _save(fig, path)
+
+
+def _visit_label(index: int, codes: Sequence[str], shown: int) -> str:
+    """`visit 2` then one line per shown code (`401.9 Hypertension NOS`), then `+N more` if cut."""
+    lines = [f"visit {index + 1}"] + [
+        f"{code.split(':')[-1]} {_short(_description(code), 18)}" for code in codes[:shown]
+    ]
+    if len(codes) > shown:
+        lines.append(f"+{len(codes) - shown} more")
+    return "\n".join(lines)
+
+
+def _description(code: str) -> str:
+    try:
+        return describe(code, "short")
+    except (KeyError, ValueError):
+        return ""
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
