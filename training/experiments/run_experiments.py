@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from datasets import DatasetDict, load_from_disk
 from scipy import stats
 
-from shark_hf.baselines import evaluate_baselines, fit_baselines
+from shark_hf.baselines import evaluate_baselines, fit_baselines, multi_hot
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
@@ -166,14 +166,6 @@ def test_scores(run_dir: Path, cohort: DatasetDict) -> tuple[np.ndarray, np.ndar
     loader = make_dataloader(cohort["test"], VisitCollator.for_model(tokenizer, model.config), 512, False, 0)
     logits, targets, _ = predict_scores(model, loader, Accelerator())
     return logits.numpy(), targets.numpy()
-
-
-def multi_hot(label_lists: list[list[str]], labels: list[str]) -> np.ndarray:
-    column = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(label_lists), len(labels)), dtype=np.float32)
-    for row, sample in enumerate(label_lists):
-        matrix[row, [column[label] for label in sample]] = 1.0
-    return matrix
 
 
 HEURISTIC_NAMES = {
