@@ -54,6 +54,8 @@ class ClusterLabel:
     size: int
     ccs_name: str
     ccs_share: float  # fraction of the cluster's codes in that CCS category, in [0, 1]
+    chapter: str  # its most common chapter (`CHAPTER_NAMES`)
+    chapter_share: float  # fraction of its codes in that chapter, in [0, 1]
     center: tuple[float, float]  # median of its codes' 2-D positions
 
 
@@ -195,7 +197,8 @@ def _label_clusters(
     codes: list[str], cluster_ids: list[int], xy: torch.Tensor, top: int
 ) -> list[ClusterLabel]:
     """The `top` largest clusters (ties: smaller ID first) named by their most common CCS category (ties:
-    the category that comes first in AHRQ order); codes without a CCS label do not vote."""
+    the category that comes first in AHRQ order; codes without a CCS label do not vote), with their most
+    common chapter (ties: the first in `CHAPTER_NAMES`)."""
     names = label_names("ccs")
     order = {label: i for i, label in enumerate(names)}
     members: dict[int, list[int]] = {}
@@ -211,11 +214,27 @@ def _label_clusters(
             name, share = names.get(label, label), count / len(rows)
         else:
             name, share = "no CCS category", 0.0
+        chapters = Counter(chapter_of(codes[row]) for row in rows)
+        chapter, in_chapter = min(chapters.items(), key=lambda item: (-item[1], chapter_rank(item[0])))
         center = xy[rows].median(dim=0).values
         labels.append(
-            ClusterLabel(rank, cluster, len(rows), name, share, (float(center[0]), float(center[1])))
+            ClusterLabel(
+                rank,
+                cluster,
+                len(rows),
+                name,
+                share,
+                chapter,
+                in_chapter / len(rows),
+                (float(center[0]), float(center[1])),
+            )
         )
     return labels
+
+
+def chapter_rank(chapter: str) -> int:
+    """Position of a chapter in `CHAPTER_NAMES`; `UNKNOWN_CHAPTER` comes last."""
+    return CHAPTER_NAMES.index(chapter) if chapter in CHAPTER_NAMES else len(CHAPTER_NAMES)
 
 
 def _ccs(code: str) -> str | None:

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .code_map import CHAPTER_NAMES, UNKNOWN_CHAPTER, ClusterLabel, CodeMap, code_map  # noqa: E402
+from .code_map import CHAPTER_NAMES, UNKNOWN_CHAPTER, ClusterLabel, CodeMap, chapter_rank, code_map  # noqa: E402
 from .codes import describe  # noqa: E402
 from .utils import atomic_write  # noqa: E402
 
@@ -133,7 +133,7 @@ def code_map_figure(data: CodeMap, name: str, codebook_size: int, rebuilt: bool)
         hspace=0.4 / (height - 1.8),
     )
     ax = fig.add_subplot(grid[:, 0])
-    for chapter in sorted(counts, key=lambda c: (-counts[c], _chapter_rank(c))):  # rare chapters on top
+    for chapter in sorted(counts, key=lambda c: (-counts[c], chapter_rank(c))):  # rare chapters on top
         rows = [i for i, c in enumerate(data.chapters) if c == chapter]
         ax.scatter(
             data.xy[rows, 0], data.xy[rows, 1], s=5, alpha=0.55, linewidths=0, color=CHAPTER_COLORS[chapter]
@@ -160,7 +160,7 @@ def code_map_figure(data: CodeMap, name: str, codebook_size: int, rebuilt: bool)
     legend_ax.axis("off")
     handles = [
         Line2D([], [], ls="", marker="o", markersize=7, color=CHAPTER_COLORS[c], label=f"{c} ({counts[c]:,})")
-        for c in sorted(counts, key=_chapter_rank)
+        for c in sorted(counts, key=chapter_rank)
     ]
     legend_ax.legend(
         handles=handles,
@@ -178,21 +178,18 @@ def code_map_figure(data: CodeMap, name: str, codebook_size: int, rebuilt: bool)
     return fig
 
 
-def _chapter_rank(chapter: str) -> int:
-    return CHAPTER_NAMES.index(chapter) if chapter in CHAPTER_NAMES else len(CHAPTER_NAMES)
-
-
 def _cluster_key(clusters: Sequence[ClusterLabel]) -> str:
-    """A heading, then per cluster ` 1 <CCS name>` (wrapped at 46 characters) and `   61% of its 2,345 codes;
-    ID 37`."""
+    """A heading, then per cluster ` 1 <CCS name>` (wrapped at 46 characters), `   ID 37: 2,345 codes, 61% in
+    it` and `   chapter: 90% Circulatory`."""
     lines = ["Largest level-1 clusters, named by their most", "common CCS category:"]
     for cluster in clusters:
         wrapped = textwrap.wrap(cluster.ccs_name, 46, break_on_hyphens=False) or ["no CCS category"]
         lines.append(f"{cluster.rank:>2} {wrapped[0]}")
         lines += [f"   {part}" for part in wrapped[1:]]
         lines.append(
-            f"   {100 * cluster.ccs_share:.0f}% of its {cluster.size:,} codes; ID {cluster.cluster_id}"
+            f"   ID {cluster.cluster_id}: {cluster.size:,} codes, {100 * cluster.ccs_share:.0f}% in it"
         )
+        lines.append(f"   chapter: {100 * cluster.chapter_share:.0f}% {cluster.chapter}")
     return "\n".join(lines)
 
 

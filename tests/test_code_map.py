@@ -100,6 +100,11 @@ def test_largest_clusters_are_named_by_their_most_common_ccs_category(tokenizer)
         (3, 1, 2, "Congestive heart failure; nonhypertensive"),
     ]
     assert [c.ccs_share for c in data.clusters] == [0.5, 2 / 3, 0.5]
+    assert [(c.chapter, c.chapter_share) for c in data.clusters] == [
+        ("Circulatory", 0.75),
+        ("Endocrine, nutritional, metabolic", 2 / 3),
+        ("Circulatory", 0.5),  # a 1-1 tie with Respiratory: the first in CHAPTER_NAMES
+    ]
     assert (data.num_codes, data.num_clusters, data.subsampled) == (10, 4, False)
     assert data.chapters[:4] == [
         "Circulatory",
@@ -137,7 +142,10 @@ def _worst_case_map() -> CodeMap:
     chapters = [*CHAPTER_NAMES, UNKNOWN_CHAPTER]
     longest = sorted(label_names("ccs").values(), key=len)[-12:]
     clusters = [
-        ClusterLabel(i + 1, i, 9999 - i, name, 0.5, (0.0, float(i))) for i, name in enumerate(longest)
+        ClusterLabel(
+            i + 1, i, 99999 - i, name, 0.5, "Endocrine, nutritional, metabolic", 1.0, (0.0, float(i))
+        )
+        for i, name in enumerate(longest)
     ]
     xy = torch.arange(2.0 * len(chapters)).reshape(-1, 2)
     return CodeMap(xy, chapters, chapters, list(range(len(chapters))), (0.1, 0.05), 99999, 128, clusters)
@@ -152,7 +160,9 @@ def test_legend_lists_every_chapter_uncut_and_all_text_fits_in_the_figure():
         legend = next(ax.get_legend() for ax in figure.axes if ax.get_legend())
         assert [t.get_text() for t in legend.get_texts()] == [f"{c} (1)" for c in data.chapters]
         box = figure.bbox
-        texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
+        ticks = {id(t) for ax in figure.axes for t in [*ax.get_xticklabels(), *ax.get_yticklabels()]}
+        texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text() and id(t) not in ticks]
+        assert len(texts) == 3 + 12 + 1 + 21 + 1 + 1  # title, axis labels, numbers, legend, key, caption
         for text in texts:
             extent = text.get_window_extent(renderer)
             assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
