@@ -41,13 +41,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .codes import to_label
-from .metrics import DEFAULT_KS, compute_metrics, precision_at_k
+from .metrics import DEFAULT_KS, SELECTION_METRIC, compute_metrics, precision_at_k
 
 BASELINES: tuple[str, ...] = ("most_frequent", "last_visit", "history")
 DECAYS: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0)
 PRIOR_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 HISTORY_GRID: tuple[tuple[float, float], ...] = tuple(itertools.product(DECAYS, PRIOR_WEIGHTS))
-SELECTION_METRIC = "P@10"
 
 
 # ------------------------------------------------------------------------------------------- inputs

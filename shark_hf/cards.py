@@ -169,6 +169,8 @@ def model_card(
         }
     )
     hyperparameters["best epoch"] = metrics.get("best_epoch", "n/a")
+    if "context_logit_scale" in metrics:
+        hyperparameters["context logit scale (chosen on validation)"] = metrics["context_logit_scale"]
     privacy = metrics.get("privacy", {})
     label_space_name = LABEL_SPACE_NAMES.get(label_space, label_space)
     if repository_files is None:

@@ -39,6 +39,9 @@ DEFAULT_KS: tuple[int, ...] = (10, 20)
 HEADLINE_METRICS: tuple[str, ...] = ("P@10", "P@20", "Acc@10", "Acc@20")
 """The paper's Table 2 columns: what training logs, model cards and result tables report."""
 
+SELECTION_METRIC = "P@10"
+"""What every validation-only choice maximises: the best epoch, heuristic settings, context shrinkage."""
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     """Converts a numpy array, torch tensor or nested list to a numpy array (tensors: detached, on CPU)."""

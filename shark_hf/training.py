@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from .baselines import baseline_summary, evaluate_baselines, fit_baselines
 from .codes import label_names as code_label_names
 from .configuration_shark import SharkConfig
+from .context_shrinkage import shrink_context_logits
 from .data.cohort import cohort_task
 from .data.collator import VisitCollator, check_cohort_codes
 from .evaluation import (
@@ -70,7 +71,7 @@ from .evaluation import (
     restrict_labels,
     split_metrics,
 )
-from .metrics import HEADLINE_METRICS
+from .metrics import HEADLINE_METRICS, SELECTION_METRIC
 from .modeling_shark import SharkForDiagnosisPrediction
 from .output_folder import RUN_MARKERS, OutputDirLock, check_output_dir
 from .plots import plot_training_curves
@@ -85,7 +86,6 @@ CHECKPOINTS = "checkpoints"
 # A checkpoint's folder once complete; `.checkpoint_<i>.tmp` while it is written.
 CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
 BEST_MODEL = "best_model"
-SELECTION_METRIC = "P@10"
 HEAD_PREFIX = "classifier."  # the prediction head's parameters in SharkForDiagnosisPrediction
 EMBEDDING_WEIGHT = "code_embeddings.weight"  # the codeword (or, for `learned`, per-code) table [L*K, d]
 # Parameters with one row per label (the head, and the repeat path's per-label weights): a new label space
@@ -579,6 +579,7 @@ def _final_results(
     `patient_ids` (the patient of each train and test sample) only group the audit's bootstrap."""
     output_dir = Path(args.output_dir)
     best = accelerator.prepare(SharkForDiagnosisPrediction.from_pretrained(output_dir))
+    shrinkage = _shrink_context(args, accelerator, best, loaders["validation"])
     test_logits, test_labels, test_loss = predict_scores(best, loaders["test"], accelerator)
     at_cap = state.best_epoch == args.num_epochs
     if at_cap and accelerator.is_main_process:
@@ -594,6 +595,7 @@ def _final_results(
         "epochs": state.epoch,
         "train_seconds": round(seconds, 3),
         "num_processes": accelerator.num_processes,
+        **shrinkage,
         "validation": evaluate_split(best, loaders["validation"], accelerator),
         "test": split_metrics(test_logits, test_labels, test_loss),
         "privacy": membership_audit(
@@ -619,6 +621,25 @@ def _final_results(
             results["lift_over_best_baseline"][SELECTION_METRIC],
         )
     return results
+
+
+def _shrink_context(args: TrainingArguments, accelerator: Accelerator, best, validation) -> dict:
+    """`shark_hf.context_shrinkage` on the best model (repeat head, `--context_shrinkage`): the factor
+    chosen and each factor's validation P@10 for metrics.json; the scaled model is saved in its place."""
+    if not (best.config.repeat_head and args.context_shrinkage):
+        return {}
+    scale, scores = shrink_context_logits(best, validation, accelerator)
+    if accelerator.is_main_process:
+        logger.info(
+            "Context logits scaled by %s (validation %s by factor: %s)",
+            scale,
+            SELECTION_METRIC,
+            ", ".join(f"{factor}: {score:.4f}" for factor, score in scores.items()),
+        )
+        if scale != 1.0:
+            accelerator.unwrap_model(best).save_pretrained(args.output_dir)
+    accelerator.wait_for_everyone()
+    return {"context_logit_scale": scale, "context_scale_validation": {str(k): v for k, v in scores.items()}}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -66,6 +66,15 @@ class TrainingArguments:
             "model."
         },
     )
+    context_shrinkage: bool = field(
+        default=True,
+        metadata={
+            "help": "With the repeat head: after training, scale the context logits by the factor in "
+            "(1, 0.75, 0.5, 0.25, 0) with the best validation P@10 (shark_hf.context_shrinkage), so that "
+            "where the history says it all their noise does not outrank it. --no_context_shrinkage keeps "
+            "the trained weights."
+        },
+    )
     label_frequency_bias: bool = field(
         default=True,
         metadata={
