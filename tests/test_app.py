@@ -251,7 +251,7 @@ def test_page_in_chromium_predicts_shows_attention_and_errors(served, app, tmp_p
             message = page.get_by_text("Visit 2: 'XYZ.1' is not a valid ICD-9-CM or ICD-10-CM code")
             expect(message).to_be_visible(timeout=30_000)
             assert "Traceback" not in page.content()
-            page.screenshot(path=str(tmp_path / "app_error.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "app_error.png"))  # the viewport, where the toast is
         finally:
             browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000
