@@ -363,11 +363,4 @@ def launch(
     return page
 
 
-SPACE_APP = '''"""A Hugging Face Space serving the SHARK model in model/ (`shark-hf push --space`)."""
-
-from shark_hf.app import build_app, launch
-
-launch(build_app("model"), host="0.0.0.0", port=7860)
-'''
-
-__all__ = ["SPACE_APP", "PatientInputError", "SharkApp", "build_app", "launch", "read_metrics"]
+__all__ = ["PatientInputError", "SharkApp", "build_app", "launch", "read_metrics"]

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -163,21 +166,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(model_dir):
-    """`shark-hf app --model DIR --port P` as a subprocess of the console script; stopped at the end."""
-    port = free_port()
-    script = Path(sys.executable).with_name("shark-hf")
-    command = [str(script), "app", "--model", str(model_dir), "--port", str(port), "--host", "127.0.0.1"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@contextlib.contextmanager
+def serving(command: list[str], port: int, **popen) -> Iterator[str]:
+    """Run `command` (a web server on `port`) until its page answers; yield its URL; stop it."""
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 240
         while not _serves(url):
             if server.poll() is not None:
-                pytest.fail(f"shark-hf app exited with {server.returncode}: {server.stdout.read()[-3000:]}")
+                pytest.fail(f"{command} exited with {server.returncode}: {server.stdout.read()[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("shark-hf app did not serve its page within 240 s")
+                pytest.fail(f"{command} did not serve its page within 240 s")
             time.sleep(0.5)
         yield url
     finally:
@@ -187,6 +187,17 @@ def served(model_dir):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def served(model_dir):
+    """`shark-hf app --model DIR --port P` as a subprocess of the console script; stopped at the end."""
+    port = free_port()
+    script = str(Path(sys.executable).with_name("shark-hf"))
+    with serving(
+        [script, "app", "--model", str(model_dir), "--port", str(port), "--host", "127.0.0.1"], port
+    ) as url:
+        yield url
 
 
 def _serves(url: str) -> bool:
@@ -255,3 +266,40 @@ def test_page_in_chromium_predicts_shows_attention_and_errors(served, app, tmp_p
         finally:
             browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+# -------------------------------------------------------------------------------------------- the Space
+
+
+def test_push_space_publishes_the_app_that_serves_the_model(model_dir, app, local_hub, tmp_path, capsys):
+    """`shark-hf push --space` to the local Hub; the downloaded Space's app.py serves the same answers."""
+    from gradio_client import Client
+    from huggingface_hub import snapshot_download
+
+    from shark_hf.cli import main
+
+    assert (
+        main(["push", "--model", str(model_dir), "--space", "org/shark-app", "--license", "apache-2.0"]) == 0
+    )
+    assert "Pushed" in capsys.readouterr().out
+    assert local_hub.hub.repos["spaces/org/shark-app"].sdk == "gradio"
+    space = Path(snapshot_download("org/shark-app", repo_type="space", local_dir=tmp_path / "space"))
+    published = sorted(p.relative_to(space).as_posix() for p in space.rglob("*") if ".cache" not in p.parts)
+    assert {"app.py", "requirements.txt", "README.md", "model/config.json", "model/model.safetensors"} <= set(
+        published
+    )
+    assert {"model/metrics.json", "model/README.md", "model/tokenizer/tokenizer_config.json"} <= set(
+        published
+    )
+    assert (space / "requirements.txt").read_text() == "shark-hf==0.1.0\n"
+    card = (space / "README.md").read_text()
+    assert "\nsdk: gradio\n" in card and "\napp_file: app.py\n" in card and "\nlicense: apache-2.0\n" in card
+    assert main(["push", "--model", str(model_dir), "--space", "org/x", "--revision", "v2"]) == 1
+    assert "--revision and --no-gating apply to --repo only" in capsys.readouterr().err
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
+    with serving([sys.executable, "app.py"], port, cwd=space, env=env) as url:
+        labels, *_ = Client(url, verbose=False).predict(PATIENT, 3, api_name="/predict")
+    expected = app.predict(PATIENT, 3)["labels"]
+    assert [c["confidence"] for c in labels["confidences"]] == pytest.approx([t["score"] for t in expected])
