@@ -16,7 +16,8 @@ API: `/predict` takes the visits text and top-k and returns (labels, attention t
 `gradio_client.Client(url).predict(text, 5, api_name="/predict")` works.
 
 Privacy: nothing a user types is logged or stored: analytics off (`GRADIO_ANALYTICS_ENABLED=False`), no
-flagging, no cached examples, no server-side logging of inputs or error tracebacks.
+flagging, no run history (`run_history=False`: gradio would keep each call's inputs in the browser), no
+monitoring, no cached examples, and no server-side logging of inputs or error tracebacks.
 
 Gradio is imported here only (it is not needed to import `shark_hf`).
 """
@@ -51,6 +52,7 @@ MAX_CODES = 2000
 SEARCH_RESULTS = 15
 NUM_EXAMPLES = 3
 EXAMPLE_CODES_PER_VISIT = 4
+EXAMPLES_LABEL = "Example patients (built-in synthetic cohort, no real patients; | separates visits)"
 VISITS_PLACEHOLDER = "401.9, 250.00\n414.01, 428.0"
 THEME = gr.themes.Soft(  # system fonts: the page makes no request outside the app's server
     font=[gr.themes.Font("system-ui"), "Helvetica", "Arial", "sans-serif"],
@@ -59,7 +61,6 @@ THEME = gr.themes.Soft(  # system fonts: the page makes no request outside the a
 CSS = (
     ".shark-table table { font-size: 0.9rem; } "
     ".shark-table td:nth-child(-n+2), .shark-table th:nth-child(-n+2) { white-space: nowrap; } "
-    "footer { display: none !important; }"
 )
 LABEL_KINDS = {"ccs": "CCS", "ccsr": "CCSR", "code": "code"}
 
@@ -259,7 +260,8 @@ class SharkApp:
                         gr.Examples(
                             [[text] for text in examples],
                             inputs=[visits],
-                            label="Example patients (built-in synthetic cohort, no real patients)",
+                            example_labels=[" | ".join(text.splitlines()) for text in examples],
+                            label=EXAMPLES_LABEL,
                             cache_examples=False,
                         )
                 with gr.Column(scale=2):
@@ -358,7 +360,10 @@ def launch(
         ssr_mode=False,
         theme=THEME,
         css=CSS,
-        footer_links=[],
+        footer_links=["api"],
+        run_history=False,  # else gradio keeps each call's inputs in the browser (and offers to upload them)
+        enable_monitoring=False,
+        mcp_server=False,
     )
     return page
 

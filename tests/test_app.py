@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,8 +202,6 @@ def served(model_dir):
 
 
 def _serves(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status == 200
@@ -214,6 +213,9 @@ def test_gradio_client_gets_an_answer_from_predict(served, app):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
+    with urllib.request.urlopen(served + "config", timeout=30) as response:
+        config = json.load(response)
+    assert config["analytics_enabled"] is False and config["run_history"] is False  # nothing typed is kept
     client = Client(served, verbose=False)
     assert "/predict" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     labels, table, _, raw = client.predict(PATIENT, 3, api_name="/predict")
@@ -241,6 +243,9 @@ def test_page_in_chromium_predicts_shows_attention_and_errors(served, app, tmp_p
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(served)
+            example = app.examples()[0]
+            page.get_by_text(" | ".join(example.splitlines()), exact=True).click()
+            expect(page.locator("#visits textarea")).to_have_value(example, timeout=30_000)
             page.locator("#visits textarea").fill(PATIENT)
             page.locator("#predict").click()
             labels = page.locator("#labels")
@@ -253,7 +258,10 @@ def test_page_in_chromium_predicts_shows_attention_and_errors(served, app, tmp_p
             assert alpha == pytest.approx(expected["visit_attention"], abs=5e-4)
             assert "428.0 Congestive heart failure, unspecified" in rows.nth(1).inner_text()
             page.locator("#search input, #search textarea").first.fill("congestive heart")
-            expect(page.locator("#search-results")).to_contain_text("428.0", timeout=30_000)
+            results = page.locator("#search-results")
+            expect(results).to_contain_text("398.91", timeout=30_000)
+            results.get_by_test_id("cell-0-0").click()  # a click on a result adds its code to the last visit
+            expect(page.locator("#visits textarea")).to_have_value(PATIENT + ", 398.91", timeout=30_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
