@@ -1,7 +1,7 @@
 """The SHARK web app: a trained model behind one Gradio page, locally (`shark-hf app`) or as a Space.
 
->>> from shark_hf.app import build_app
->>> build_app("runs/shark").launch(server_name="127.0.0.1")  # doctest: +SKIP
+>>> from shark_hf.app import build_app, launch
+>>> launch(build_app("runs/shark"), host="127.0.0.1", port=7860)  # doctest: +SKIP
 
 The page: a textbox for a patient's visits (one visit per line, oldest first, codes separated by commas,
 any spelling `normalize_code` accepts), a search over the model's codes with their descriptions (a click on
@@ -34,7 +34,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported
+# Read by gradio (at import, and by Blocks.launch): no analytics, no run history even for `page.launch()`.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["GRADIO_RUN_HISTORY"] = "False"
 
 import gradio as gr  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -209,6 +209,15 @@ def _serves(url: str) -> bool:
         return False
 
 
+def test_app_command_names_a_folder_that_is_no_model(tmp_path, capsys):
+    from shark_hf.cli import main
+
+    assert main(["app", "--model", str(tmp_path / "nowhere")]) == 1
+    assert capsys.readouterr().err == f"shark-hf app: error: {tmp_path / 'nowhere'}: no such model folder\n"
+    assert main(["app", "--model", str(tmp_path)]) == 1
+    assert "is not a model folder (no config.json)" in capsys.readouterr().err
+
+
 def test_gradio_client_gets_an_answer_from_predict(served, app):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
