@@ -239,6 +239,7 @@ class SharkApp:
 
     def build(self) -> gr.Blocks:
         """The page (a `gr.Blocks`); `/predict` is its API endpoint."""
+        self._search_index  # noqa: B018 - built now (seconds for 90k codes), not on the first keystroke
         with gr.Blocks(title=f"SHARK: {self.title}", analytics_enabled=False) as page:
             gr.Markdown(
                 f"# SHARK next-visit diagnosis prediction\nModel: `{self.title}`. Enter a patient's visits; "
@@ -277,6 +278,8 @@ class SharkApp:
                         value=[],
                         interactive=False,
                         wrap=True,
+                        column_widths=["22%", "78%"],
+                        max_height=360,
                         label="Matching codes (click one to add it to the last visit)",
                         elem_id="search-results",
                     )
@@ -290,7 +293,13 @@ class SharkApp:
             predict.click(  # first clear the outputs: an error must not stand beside an earlier answer
                 lambda: (None, "", None, None), outputs=outputs, queue=False, api_visibility="private"
             ).then(self.answer, inputs=[visits, top_k], outputs=outputs, api_name="predict")
-            query.change(self.search_codes, inputs=[query], outputs=[results], api_visibility="private")
+            query.change(
+                self.search_codes,
+                inputs=[query],
+                outputs=[results],
+                api_visibility="private",
+                trigger_mode="always_last",
+            )
             results.select(_add_code, inputs=[visits, results], outputs=[visits], api_visibility="private")
         return page
 
