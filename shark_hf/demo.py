@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .cards import model_card
-from .codes import ancestors, cohort_codes
+from .codes import cohort_codes
 from .data.cohort import build_cohort
 from .data.collator import VisitCollator
 from .data.synthetic import write_synthetic_cohort
@@ -89,17 +89,15 @@ def _fit_tokenizers(out: Path, cohort_dir: Path, seed: int) -> dict[str, Path]:
     (out / "tokenizer_report.txt").write_text(str(semantic.cluster_report()) + "\n")
     print(f"[demo] embedding {len(codes)} ICD-9 descriptions for the code map (cached) ...", flush=True)
     embeddings = embed_codes(codes)
-    level1 = torch.tensor([semantic.encode(code)[0] for code in embeddings.codes])
-    chapters = [_chapter(code) for code in embeddings.codes]
-    plot_code_map(embeddings.vectors, level1, chapters, out / "code_map.png")
+    plot_code_map(
+        semantic,
+        out / "code_map.png",
+        name="Universal tokenizer on the built-in cohort's codes",
+        codes=embeddings.codes,
+        vectors=embeddings.vectors,
+        seed=seed,
+    )
     return folders
-
-
-def _chapter(code: str) -> str:
-    try:
-        return ancestors(code)[0].description
-    except (KeyError, IndexError):
-        return "unknown"
 
 
 def _write_card(model_dir: Path, path: Path) -> None:

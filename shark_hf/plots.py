@@ -5,6 +5,7 @@ Every function writes one PNG (atomically) and returns its path. matplotlib runs
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,16 +15,49 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from .code_map import CHAPTER_NAMES, UNKNOWN_CHAPTER, ClusterLabel, CodeMap, chapter_rank, code_map  # noqa: E402
 from .codes import describe  # noqa: E402
 from .utils import atomic_write  # noqa: E402
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+# One colour per body-system chapter (Trubetskoy's 20 distinct colours; the palest on the smallest chapters).
+CHAPTER_COLORS: dict[str, str] = dict(
+    zip(
+        (*CHAPTER_NAMES, UNKNOWN_CHAPTER),
+        (
+            "#e6194B",
+            "#4363d8",
+            "#800000",
+            "#f58231",
+            "#911eb4",
+            "#42d4f4",
+            "#3cb44b",
+            "#000075",
+            "#9A6324",
+            "#f032e6",
+            "#fabed4",
+            "#bfef45",
+            "#469990",
+            "#808000",
+            "#ffd8b1",
+            "#a9a9a9",
+            "#e6b800",
+            "#dcbeff",
+            "#aaffc3",
+            "#fffac8",
+            "#000000",
+        ),
+        strict=True,
+    )
+)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, tight: bool = True) -> Path:
     path = Path(path)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
@@ -55,40 +89,126 @@ def plot_training_curves(histories: Mapping[str, Sequence[dict]], path: str | Pa
 
 
 def plot_code_map(
-    vectors: torch.Tensor, first_level_ids: torch.Tensor, chapters: Sequence[str], path: str | Path
+    tokenizer,
+    path: str | Path,
+    name: str = "SHARK tokenizer",
+    codes: Sequence[str] | None = None,
+    vectors: torch.Tensor | None = None,
+    max_points: int = 20000,
+    top_clusters: int = 10,
+    seed: int = 0,
 ) -> Path:
-    """The codes' embeddings projected on their first two principal components.
+    """The codes of a tokenizer on their first two principal components, coloured by body-system chapter,
+    with its `top_clusters` largest level-1 clusters numbered at their median and named in a key by their
+    most common CCS category. `name` says which tokenizer in the title; the other arguments are
+    `shark_hf.code_map.code_map`'s."""
+    data = code_map(tokenizer, codes, vectors, max_points=max_points, top_clusters=top_clusters, seed=seed)
+    return draw_code_map(data, path, name, tokenizer.codebook_size, vectors is None)
 
-    Args:
-        vectors: `[N, D]` code embeddings.
-        first_level_ids: `[N]` first semantic ID of each code (the colour).
-        chapters: `N` chapter names (the marker: the 9 largest chapters get their own, the rest "other").
-    """
-    centered = vectors.double() - vectors.double().mean(dim=0)
-    _, _, v = torch.linalg.svd(centered, full_matrices=False)
-    xy = (centered @ v[:2].T).numpy()
-    largest = [c for c, _ in Counter(chapters).most_common(len(MARKERS) - 1)]
-    fig, ax = plt.subplots(figsize=(9, 7))
-    cmap = plt.get_cmap("hsv")
-    num_ids = int(first_level_ids.max()) + 1
-    for marker, chapter in zip(MARKERS, [*largest, None], strict=False):
-        rows = [i for i, c in enumerate(chapters) if (c == chapter if chapter else c not in largest)]
-        if not rows:
-            continue
-        colors = [cmap(int(first_level_ids[i]) / num_ids) for i in rows]
-        label = (chapter or "other chapters")[:48]
-        ax.scatter(
-            xy[rows, 0], xy[rows, 1], c=colors, marker=marker, s=9, alpha=0.7, linewidths=0, label=label
-        )
-    ax.set(
-        xlabel="PC 1",
-        ylabel="PC 2",
-        title="Codes by first-level semantic ID (colour) and ICD chapter (marker)",
+
+def draw_code_map(data: CodeMap, path: str | Path, name: str, codebook_size: int, rebuilt: bool) -> Path:
+    """Draw a `CodeMap` (see `plot_code_map`); `rebuilt` says the vectors were rebuilt from the codebooks."""
+    return _save(code_map_figure(data, name, codebook_size, rebuilt), path, tight=False)
+
+
+def code_map_figure(data: CodeMap, name: str, codebook_size: int, rebuilt: bool) -> Figure:
+    """The figure `draw_code_map` saves: the map left, the chapter legend and cluster key right, a caption
+    below. The figure grows taller with the legend and key, so that neither is ever cut."""
+    counts = Counter(data.chapters)
+    key = _cluster_key(data.clusters)
+    # Heights in inches of the right column's two blocks, so the legend and key always fit uncut.
+    legend_height = 0.2 * (len(counts) + 2)
+    key_height = 0.15 * (key.count("\n") + 2)
+    height = max(9.5, legend_height + key_height + 2.0)
+    fig = plt.figure(figsize=(15, height))
+    grid = fig.add_gridspec(
+        2,
+        2,
+        width_ratios=[2.6, 1],
+        height_ratios=[legend_height, key_height],
+        left=0.06,
+        right=0.99,
+        top=1 - 0.6 / height,
+        bottom=1.2 / height,
+        hspace=0.4 / (height - 1.8),
     )
-    legend = ax.legend(fontsize=6, loc="best", markerscale=2)
-    for handle in legend.legend_handles:
-        handle.set_color("black")
-    return _save(fig, path)
+    ax = fig.add_subplot(grid[:, 0])
+    for chapter in sorted(counts, key=lambda c: (-counts[c], chapter_rank(c))):  # rare chapters on top
+        rows = [i for i, c in enumerate(data.chapters) if c == chapter]
+        ax.scatter(
+            data.xy[rows, 0], data.xy[rows, 1], s=5, alpha=0.55, linewidths=0, color=CHAPTER_COLORS[chapter]
+        )
+    for cluster in data.clusters:
+        ax.text(
+            *cluster.center,
+            str(cluster.rank),
+            ha="center",
+            va="center",
+            fontsize=9,
+            weight="bold",
+            bbox={"boxstyle": "circle,pad=0.25", "facecolor": "white", "edgecolor": "black", "alpha": 0.9},
+        )
+    what = "reconstructed code vectors" if rebuilt else "code embeddings"
+    (pc1, pc2) = data.explained_variance
+    ax.set_xlabel(f"PCA component 1 of the {what} ({100 * pc1:.1f}% of variance)")
+    ax.set_ylabel(f"PCA component 2 of the {what} ({100 * pc2:.1f}% of variance)")
+    ax.set_title(
+        f"{name}: {data.num_codes:,} codes in {data.num_clusters} level-1 clusters (of K = {codebook_size})",
+        fontsize=13,
+    )
+    legend_ax = fig.add_subplot(grid[0, 1])
+    legend_ax.axis("off")
+    handles = [
+        Line2D([], [], ls="", marker="o", markersize=7, color=CHAPTER_COLORS[c], label=f"{c} ({counts[c]:,})")
+        for c in sorted(counts, key=chapter_rank)
+    ]
+    legend_ax.legend(
+        handles=handles,
+        loc="upper left",
+        fontsize=8.5,
+        title="Chapter (body system), codes drawn",
+        title_fontsize=9,
+        frameon=False,
+        borderaxespad=0,
+    )
+    key_ax = fig.add_subplot(grid[1, 1])
+    key_ax.axis("off")
+    key_ax.text(0, 1, key, va="top", ha="left", fontsize=8.5, family="monospace", transform=key_ax.transAxes)
+    fig.text(0.01, 0.015, _code_map_caption(data, rebuilt), fontsize=8.5, va="bottom", ha="left", wrap=True)
+    return fig
+
+
+def _cluster_key(clusters: Sequence[ClusterLabel]) -> str:
+    """A heading, then per cluster ` 1 <CCS name>` (wrapped at 46 characters), `   ID 37: 2,345 codes, 61% in
+    it` and `   chapter: 90% Circulatory`."""
+    lines = ["Largest level-1 clusters, named by their most", "common CCS category:"]
+    for cluster in clusters:
+        wrapped = textwrap.wrap(cluster.ccs_name, 46, break_on_hyphens=False) or ["no CCS category"]
+        lines.append(f"{cluster.rank:>2} {wrapped[0]}")
+        lines += [f"   {part}" for part in wrapped[1:]]
+        lines.append(
+            f"   ID {cluster.cluster_id}: {cluster.size:,} codes, {100 * cluster.ccs_share:.0f}% in it"
+        )
+        lines.append(f"   chapter: {100 * cluster.chapter_share:.0f}% {cluster.chapter}")
+    return "\n".join(lines)
+
+
+def _code_map_caption(data: CodeMap, rebuilt: bool) -> str:
+    vectors = (
+        "each code's vector rebuilt from its semantic IDs (the sum of its codebook centroids)"
+        if rebuilt
+        else "the codes' description embeddings"
+    )
+    drawn = (
+        f"{len(data.codes):,} of the {data.num_codes:,} codes drawn (a seeded random subset); "
+        if data.subsampled
+        else f"All {data.num_codes:,} codes drawn; "
+    )
+    return (
+        f"Projection: PCA of {vectors}. {drawn}PCA, cluster sizes and names use every code. "
+        "Numbers mark the median position of each labelled cluster's codes. Colour: the code's ICD chapter, "
+        "merged across ICD-9-CM and ICD-10-CM by body system."
+    )
 
 
 def plot_visit_attention(

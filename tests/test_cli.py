@@ -234,6 +234,17 @@ def test_inspect_tokenizer_text_and_json(semantic_tokenizer):
     assert all(c["purity"] == c["majority_count"] / c["size"] for c in report["clusters"])
 
 
+def test_inspect_tokenizer_draws_the_code_map(work, semantic_tokenizer, random_tokenizer):
+    path = semantic_tokenizer[0]
+    code, out, err = cli(f"inspect-tokenizer {path} --min-size 1 --json --code-map {work}/map.png")
+    assert code == 0 and json.loads(out)["collisions"]["num_codes"] == 6  # stdout stays pure JSON
+    assert err == f"code map written to {work}/map.png\n"
+    assert (work / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, err = cli(f"inspect-tokenizer {random_tokenizer} --code-map {work}/random.png")
+    assert code == 1 and not (work / "random.png").exists()
+    assert f"--code-map needs a semantic tokenizer; {random_tokenizer} is of kind 'random'" in err
+
+
 # -------------------------------------------------------------------------- train, evaluate, predict, push
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .common import (
@@ -136,6 +137,13 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--min-size", type=positive, default=5, help="Leave out clusters with fewer codes.")
     p.add_argument("--json", action="store_true", help="Print the tokenizer's settings and report as JSON.")
+    p.add_argument(
+        "--code-map",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="Also draw the codes' 2-D map with the largest level-1 clusters named (semantic tokenizers).",
+    )
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -146,6 +154,8 @@ def _inspect(args: argparse.Namespace) -> None:
     tokenizer = SharkTokenizer.from_pretrained(
         args.tokenizer, subfolder=args.subfolder, revision=args.revision
     )
+    if args.code_map is not None:
+        _draw_code_map(tokenizer, args.tokenizer, args.code_map)
     report = tokenizer.cluster_report(min_size=args.min_size)
     stats = tokenizer.table_stats()
     if args.json:
@@ -158,6 +168,17 @@ def _inspect(args: argparse.Namespace) -> None:
     print(_format_stats(stats, tokenizer.codebook_size))
     print()
     print(report.format(top=args.top), end="")
+
+
+def _draw_code_map(tokenizer, source: str, path: Path) -> None:
+    from ..plots import plot_code_map
+    from ..universal import UNIVERSAL_TOKENIZER
+
+    if tokenizer.codebooks is None:
+        raise UserError(f"--code-map needs a semantic tokenizer; {source} is of kind {tokenizer.kind!r}")
+    name = "Universal tokenizer" if Path(source) == Path(UNIVERSAL_TOKENIZER) else f"Tokenizer {source}"
+    plot_code_map(tokenizer, path, name=name)
+    print(f"code map written to {path}", file=sys.stderr)
 
 
 def _format_stats(stats: dict, codebook_size: int) -> str:
