@@ -189,6 +189,24 @@ def _infer(code: str, body: str) -> str:
     )
 
 
+def dotted(code: str) -> str:
+    """The usual dotted spelling of a code (``401.9``, ``E910.2``, ``I25.10``), with its system prefix
+    (``ICD10CM:V10.11``) when the bare spelling would normalise to another code or none.
+
+    >>> dotted("ICD9CM:4019"), dotted("ICD10CM:I2510")
+    ('401.9', 'I25.10')
+    """
+    key = normalize_code(code)
+    system, body = key.split(":")
+    cut = 4 if system == "ICD9CM" and body.startswith("E") else 3
+    text = body if len(body) <= cut else f"{body[:cut]}.{body[cut:]}"
+    try:
+        unambiguous = normalize_code(text) == key
+    except ValueError:
+        unambiguous = False
+    return text if unambiguous else f"{system}:{text}"
+
+
 def normalize_codes(codes: Iterable[str], system: str | int | None = None) -> list[str]:
     """``normalize_code`` over many codes (cached per distinct spelling, about a microsecond per code)."""
     normalize = normalize_code

@@ -22,6 +22,14 @@ A push is one commit (`HfApi.create_commit`): it adds the staged files and delet
 allow-list that the revision holds but the push does not (a `metrics.json` left from earlier weights would
 describe the wrong model). Other files of the repository are left alone.
 
+`push_space` publishes the same files under `model/` of a Gradio Space, with the web app (`shark_hf.app`)
+as its `app.py`, a `requirements.txt` and a Space card:
+
+```
+README.md  app.py  requirements.txt    the Space: card (sdk: gradio), `launch(build_app("model"))`, shark-hf
+model/                                 the model repository's files as above (card, weights, tokenizer/, ...)
+```
+
 Failures raise `HubPushError` (`HubAuthError` when the Hub refuses the credentials) with one line naming the
 repository, the step and the Hub's message. The local folders are only read, so they are intact; pushing
 again is safe because the Hub skips files that did not change.
@@ -40,7 +48,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
+from huggingface_hub import (
+    CommitInfo,
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    ModelCard,
+    SpaceCard,
+    SpaceCardData,
+)
 from huggingface_hub.errors import (
     HfHubHTTPError,
     RepositoryNotFoundError,
@@ -54,6 +70,7 @@ try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     from httpx import TransportError
 
+from . import __version__
 from .cards import model_card
 from .configuration_shark import SharkConfig
 from .tokenization_shark import CARD_NAME as TOKENIZER_CARD_NAME
@@ -81,6 +98,17 @@ REMOTE_CODE_CLASSES = {
     "configuration_shark.py": "SharkConfig",
     "modeling_shark.py": "SharkForDiagnosisPrediction",
 }
+
+
+SPACE_MODEL_FOLDER = "model"
+SPACE_APP = f'''"""The SHARK web app on the model in {SPACE_MODEL_FOLDER}/ (`shark-hf push --space`)."""
+
+from shark_hf.app import build_app, launch
+
+launch(build_app("{SPACE_MODEL_FOLDER}"), host="0.0.0.0")
+'''
+SPACE_FILES = ("app.py", "requirements.txt", CARD_NAME)
+"""What a Space push owns besides `model/`."""
 
 
 class HubPushError(OSError):
@@ -354,21 +382,26 @@ def _push_staged(
     commit_description: str | None,
     create_pr: bool,
     with_tokenizer: bool,
+    space: bool = False,
 ) -> CommitInfo:
-    """Create the repo (and branch), then one commit: add the staged files, delete stale managed files."""
+    """Create the repo (and branch), then one commit: add the staged files, delete stale managed files.
+    `space`: the repository is a Gradio Space whose model lives under `model/`."""
     api = HfApi(token=token)
+    kind = {"repo_type": "space"} if space else {}
     with _hub_errors(repo_id, revision, "creating the repository"):
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(
+            repo_id, private=private, exist_ok=True, space_sdk="gradio" if space else None, **kind
+        )
     if revision:
         with _hub_errors(repo_id, revision, "creating the branch"):
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, branch=revision, exist_ok=True, **kind)
     with _hub_errors(repo_id, revision, "reading the revision"):
-        info = api.repo_info(repo_id, revision=revision)
+        info = api.repo_info(repo_id, revision=revision, **kind)
     staged = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     stale = [
         path
         for path in sorted(s.rfilename for s in info.siblings or [])
-        if path not in staged and _is_managed(path, with_tokenizer)
+        if path not in staged and _is_managed(path, with_tokenizer, space)
     ]
     operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=staging / p) for p in staged]
     operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
@@ -381,15 +414,80 @@ def _push_staged(
             revision=revision,
             create_pr=create_pr,
             parent_commit=info.sha,
+            **kind,
         )
 
 
-def _is_managed(path: str, with_tokenizer: bool) -> bool:
+def _is_managed(path: str, with_tokenizer: bool, space: bool = False) -> bool:
     """Whether a push owns `path` (and deletes it from the revision when it no longer publishes it)."""
+    if space:
+        folder, _, rest = path.partition("/")
+        return path in SPACE_FILES or (folder == SPACE_MODEL_FOLDER and _is_managed(rest, with_tokenizer))
     if path in (*MODEL_FILES, CARD_NAME) or _MODEL_SHARD.match(path):
         return True
     folder, _, name = path.partition("/")
     return with_tokenizer and folder == TOKENIZER_SUBFOLDER and name in TOKENIZER_FILES
+
+
+def push_space(
+    model_dir: str | Path,
+    space_id: str,
+    tokenizer_dir: str | Path | None = None,
+    private: bool = False,
+    token: str | None = None,
+    license: str | None = None,
+    requirement: str | None = None,
+    commit_message: str = "Upload SHARK web app and model",
+) -> CommitInfo:
+    """Push a trained model folder as a Gradio Space running the SHARK web app, in one commit.
+
+    The Space holds the model repository's files under `model/` (`stage_repository`: the allow-list, the
+    model card), `app.py` (`SPACE_APP`: `shark_hf.app` on `model/`), `requirements.txt` (`requirement`,
+    default `shark-hf==<this version>`; pass a wheel URL or `shark-hf @ git+https://...` where shark-hf is not
+    on the Space's package index) and a Space card (`sdk: gradio`). A public Space publishes the weights:
+    mind the training data's terms (`private=True`).
+
+    Raises:
+        FileNotFoundError, ValueError, HubAuthError, HubPushError: as `push_model_and_tokenizer`.
+    """
+    from importlib.metadata import version
+
+    with tempfile.TemporaryDirectory(prefix="shark-hf-space-") as tmp:
+        staging = Path(tmp)
+        (staging / SPACE_MODEL_FOLDER).mkdir()
+        stage_repository(
+            model_dir, staging / SPACE_MODEL_FOLDER, space_id, tokenizer_dir, license=license, gated=False
+        )
+        (staging / "app.py").write_text(SPACE_APP)
+        (staging / "requirements.txt").write_text(f"{requirement or f'shark-hf=={__version__}'}\n")
+        card_data = SpaceCardData(
+            title=f"SHARK {space_id.split('/')[-1]}",
+            sdk="gradio",
+            sdk_version=version("gradio"),
+            app_file="app.py",
+            license=license,
+            tags=["shark", "ehr", "diagnosis-prediction"],
+        )
+        content = (
+            f"---\n{card_data.to_yaml()}\n---\n\n# SHARK next-visit diagnosis prediction\n\n"
+            f"The web app of the SHARK model in `{SPACE_MODEL_FOLDER}/` (its card: "
+            f"[{SPACE_MODEL_FOLDER}/README.md]({SPACE_MODEL_FOLDER}/README.md)): enter a patient's visits, "
+            "see the predicted categories of the next visit and the attention over the visits. Nothing "
+            "typed is stored. For research only, not for clinical decisions.\n"
+        )
+        SpaceCard(content).save(staging / CARD_NAME)
+        return _push_staged(
+            staging,
+            space_id,
+            private=private,
+            revision=None,
+            token=token,
+            commit_message=commit_message,
+            commit_description=None,
+            create_pr=False,
+            with_tokenizer=True,
+            space=True,
+        )
 
 
 def _published_tokenizer(repo_id: str, revision: str | None, token: str | None) -> SharkTokenizer:

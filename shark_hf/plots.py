@@ -219,9 +219,21 @@ def plot_visit_attention(
     predictions: Sequence[tuple[str, float]] = (),
     codes_shown: int = 4,
 ) -> Path:
-    """Left: a bar per visit (oldest first) with its attention weight alpha, labelled with its first
-    `codes_shown` codes and their short descriptions ("+N more" when the list is cut). Right, when given:
-    the patient's top predictions as `(name, probability)` pairs, most probable on top."""
+    """`visit_attention_figure` written to `path` as a PNG."""
+    return _save(visit_attention_figure(visit_attention, visit_codes, title, predictions, codes_shown), path)
+
+
+def visit_attention_figure(
+    visit_attention: Sequence[float],
+    visit_codes: Sequence[Sequence[str]],
+    title: str,
+    predictions: Sequence[tuple[str, float]] = (),
+    codes_shown: int = 4,
+):
+    """A matplotlib figure. Left: a bar per visit (oldest first) with its attention weight alpha, labelled
+    with its first `codes_shown` codes and their short descriptions ("+N more" when the list is cut). Right,
+    when given: the patient's top predictions as `(name, probability)` pairs, most probable on top.
+    The caller closes it (`plt.close(fig)`)."""
     panels = 2 if predictions else 1
     width = max(5.0, 1.9 * len(visit_attention)) + (5.0 if predictions else 0.0)
     fig, axes = plt.subplots(
@@ -249,7 +261,8 @@ def plot_visit_attention(
         right.set(xlim=(0, 1), xlabel="predicted probability", title="top predictions for the next visit")
         for row, probability in zip(range(len(names))[::-1], probabilities, strict=True):
             right.text(probability + 0.01, row, f"{probability:.2f}", va="center", fontsize=7)
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def _visit_label(index: int, codes: Sequence[str], shown: int) -> str:

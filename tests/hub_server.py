@@ -3,6 +3,8 @@
 It answers the routes the real `huggingface_hub` client uses to push and pull a model repository:
 create repo, create branch, validate-yaml, preupload, commit (NDJSON), model info, tree, paths-info and
 HEAD/GET `resolve` with `X-Repo-Commit` and `ETag`. Point the client at it with `HF_ENDPOINT`.
+Spaces (`repo_type="space"`) answer the same routes under `/api/spaces/` and `/spaces/`; creating one needs
+an `sdk`, as on the Hub. `hub.repos` holds a model as "ORG/NAME", a Space as "spaces/ORG/NAME".
 
 Fault injection for failure tests: `fail_next(route, status)` answers the next matching request with an
 error, `drop_next(route)` closes the connection after reading half of the request body, and
@@ -40,6 +42,7 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
+    sdk: str | None = None  # a Space's SDK ("gradio", ...); None for a model
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
 
@@ -90,8 +93,13 @@ class HubState:
         return commit
 
 
-_API_REPO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?P<rest>/.*)?$")
-_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_API_REPO = re.compile(r"^/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)(?P<rest>/.*)?$")
+_RESOLVE = re.compile(r"^/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+
+
+def repo_key(repo_id: str, kind: str | None) -> str:
+    """The key of a repository in `HubState.repos`: "ORG/NAME" for a model, "spaces/ORG/NAME" for a Space."""
+    return f"spaces/{repo_id}" if kind in ("space", "spaces") else repo_id
 
 
 class HubHandler(BaseHTTPRequestHandler):
@@ -140,9 +148,10 @@ class HubHandler(BaseHTTPRequestHandler):
         if method == "POST" and path == "/api/validate-yaml":
             return self._json({"errors": [], "warnings": []})
         if match := _RESOLVE.match(path):
-            return self._resolve(method, match["repo"], match["rev"], unquote(match["path"]))
+            key = repo_key(match["repo"], match["kind"])
+            return self._resolve(method, key, match["rev"], unquote(match["path"]))
         if match := _API_REPO.match(path):
-            return self._api(method, match["repo"], match["rest"] or "", body)
+            return self._api(method, repo_key(match["repo"], match["kind"]), match["rest"] or "", body)
         self._error(404, None, f"No route for {method} {path}")
 
     def _api(self, method: str, repo_id: str, rest: str, body: bytes) -> None:
@@ -163,16 +172,19 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._commit(repo, unquote(revision), body)
         if method == "POST" and action == "branch":
             return self._create_branch(repo, unquote(revision), body)
-        self._error(404, None, f"No route for {method} /api/models/{repo_id}{rest}")
+        self._error(404, None, f"No route for {method} {repo_id}{rest}")
 
     # -- repositories -------------------------------------------------------------------------------
     def _create_repo(self, payload: dict) -> None:
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
-        url = f"{self.server.endpoint}/{repo_id}"
-        if repo_id in self.hub.repos:
-            return self._json({"error": "You already created this model repo", "url": url}, status=409)
-        repo = Repo(repo_id, bool(payload.get("private")))
-        self.hub.repos[repo_id] = repo
+        key = repo_key(repo_id, payload.get("type"))
+        url = f"{self.server.endpoint}/{key}"
+        if key in self.hub.repos:
+            return self._json({"error": "You already created this repo", "url": url}, status=409)
+        if payload.get("type") == "space" and not payload.get("sdk"):
+            return self._error(400, None, "sdk is required to create a Space")
+        repo = Repo(repo_id, bool(payload.get("private")), sdk=payload.get("sdk"))
+        self.hub.repos[key] = repo
         self.hub.new_commit(repo, "main", "initial commit", {".gitattributes": b"*.safetensors filter=lfs\n"})
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
@@ -203,7 +215,8 @@ class HubHandler(BaseHTTPRequestHandler):
         commit = self._commit_or_404(repo, revision)
         if commit:
             siblings = [{"rfilename": p, "size": len(c)} for p, c in sorted(commit.files.items())]
-            self._json({"id": repo.repo_id, "sha": commit.oid, "private": repo.private, "siblings": siblings})
+            info = {"id": repo.repo_id, "sha": commit.oid, "private": repo.private, "siblings": siblings}
+            self._json({**info, "sdk": repo.sdk} if repo.sdk else info)
 
     def _tree(self, repo: Repo, revision: str, folder: str) -> None:
         commit = self._commit_or_404(repo, revision)

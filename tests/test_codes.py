@@ -21,6 +21,7 @@ from shark_hf.codes import (
     all_codes,
     ancestors,
     describe,
+    dotted,
     is_known,
     label_names,
     normalize_code,
@@ -473,3 +474,24 @@ def test_package_does_not_import_pickle():
             if any(name.split(".")[0] in banned for name in names):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("key", "spelling"),
+    [
+        ("ICD9CM:4019", "401.9"),
+        ("ICD9CM:25000", "250.00"),
+        ("ICD9CM:E8889", "E888.9"),
+        ("ICD9CM:V1011", "V10.11"),
+        ("ICD10CM:I2510", "I25.10"),
+        ("ICD10CM:I10", "I10"),
+        ("ICD9CM:E030", "ICD9CM:E030"),  # "E030" alone is billable in both systems: the prefix settles it
+    ],
+)
+def test_dotted_spelling_normalizes_back_to_the_code(key, spelling):
+    assert dotted(key) == spelling and normalize_code(spelling) == key
+
+
+def test_dotted_spelling_of_every_code_round_trips():
+    for system in ("ICD9CM", "ICD10CM"):
+        assert all(normalize_code(dotted(key)) == key for key in all_codes(system))
