@@ -27,6 +27,7 @@ from transformers import HfArgumentParser
 from shark_hf import training
 from shark_hf.baselines import BASELINES, evaluate_baselines, fit_baselines
 from shark_hf.codes import label_names
+from shark_hf.context_shrinkage import SCALES
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
@@ -124,7 +125,7 @@ def test_train_end_to_end(ws, reference):
     best = log[metrics["best_epoch"] - 1]
     assert best["validation_P@10"] == max(r["validation_P@10"] for r in log)
     assert metrics["best_epoch_at_cap"] == (metrics["best_epoch"] == 2)
-    assert {k: best[f"validation_{k}"] for k in metrics["validation"]} == metrics["validation"]
+    assert_shrinkage_on_the_best_epoch(metrics, best)
 
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     privacy = metrics["privacy"]
@@ -454,8 +455,31 @@ def test_early_stopping_keeps_the_best_epoch(ws, tmp_path):
     assert results["best_epoch"] == best_epoch
     assert len(log) == best_epoch + patience < 12  # stopped early, `patience` epochs after the best
     assert results["best_epoch_at_cap"] is False
-    # The saved model is the best epoch's: its validation metrics are that epoch's, exactly.
-    assert {k: log[best_epoch - 1][f"validation_{k}"] for k in results["validation"]} == results["validation"]
+    # The saved model is the best epoch's (then shrunk): factor 1 scores that epoch's validation P@10 exactly.
+    assert_shrinkage_on_the_best_epoch(results, log[best_epoch - 1])
+
+
+def assert_shrinkage_on_the_best_epoch(metrics, best_record):
+    """The context shrinkage ran on the best epoch's model: factor 1 is that model, the chosen factor has the
+    highest validation P@10 (the earliest of ties) and is the saved model's; with factor 1 the saved model's
+    validation metrics are the best epoch's, exactly."""
+    tried = {float(k): v for k, v in metrics["context_scale_validation"].items()}
+    assert list(tried) == list(SCALES)
+    assert tried[1.0] == best_record["validation_P@10"]
+    scale = metrics["context_logit_scale"]
+    assert scale == next(s for s in SCALES if tried[s] == max(tried.values()))
+    assert metrics["validation"]["P@10"] == tried[scale]
+    if scale == 1.0:
+        assert {k: best_record[f"validation_{k}"] for k in metrics["validation"]} == metrics["validation"]
+
+
+@pytest.mark.parametrize("flag", ["--no_context_shrinkage", "--no_repeat_head"])
+def test_no_context_shrinkage_keeps_the_best_epoch_weights(ws, tmp_path, flag):
+    out = tmp_path / "no_shrinkage"
+    results = main(flags(ws, out, "--learning_rate", "0.05", flag))
+    assert "context_logit_scale" not in results and "context_scale_validation" not in results
+    best = read_log(out)[results["best_epoch"] - 1]
+    assert {k: best[f"validation_{k}"] for k in results["validation"]} == results["validation"]
 
 
 # ------------------------------------------------------------------ checkpoints written whole, output folder
