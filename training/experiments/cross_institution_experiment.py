@@ -318,36 +318,28 @@ def table(summary: dict) -> str:
 
 
 def section(summary: dict) -> str:
-    info = summary["cohorts"]
+    info, seeds = summary["cohorts"], summary["seeds"]
     a, b = info["samples"]["A"], info["samples"]["B"]
-    return "\n".join(
-        [
-            MARK_BEGIN,
-            "## Cross-institution transfer (issue 12)",
-            "",
-            "**Built-in synthetic cohort only** (not MIMIC): one MIMIC-IV-format cohort written by "
-            f'`write_synthetic_cohort(scale="mimic4", seed=0, num_patients={summary["num_patients"]})`, '
-            f"split by patient. Hospital A: every patient not in B, ICD-9-CM admissions only ({info['codes']['A']} "
-            f"codes; samples {a}). Hospital B: {summary['patients_b']} patients with >= 2 ICD-10-CM "
-            f"admissions, ICD-10-CM admissions only ({info['codes']['B']} codes, {info['b_codes_not_in_a']} "
-            f"of them never in A's cohort; samples {b}). No patient is in both.",
-            "",
-            f"Command: `{summary['command']}` ({summary['total_seconds']:.0f} s on {summary['machine']}). "
-            "Every row is evaluated on B's test split and selected on validation P@10 (A: A's validation; "
-            "every other row: B's). Metrics in %, mean ± half-width of the 95% t-interval over seeds "
-            f"{summary['seeds']} (training seed = tokenizer seed; the cohorts are fixed). Universal = "
-            "`shark_hf.UNIVERSAL_TOKENIZER`; cohort-fitted = "
-            f"L={summary['num_levels']}, K={summary['codebook_size']} fitted per seed on A's codes with B's "
-            "unseen codes added by `add_codes` (B from scratch: fitted on B's codes). lr: the learning rate "
-            "per seed (rows on B alone: chosen from "
-            f"{summary['learning_rates']} on B's validation; A and pooled: the `train` default). Heuristics: "
-            "`shark_hf.baselines` fitted on B's training split.",
-            "",
-            table(summary),
-            MARK_END,
-            "",
-        ]
+    cohort = f'write_synthetic_cohort(scale="mimic4", seed=0, num_patients={summary["num_patients"]})'
+    text = (
+        f"**Built-in synthetic cohort only** (not MIMIC): one MIMIC-IV-format cohort written by `{cohort}`, "
+        "split by patient. Hospital A: every patient not in B, ICD-9-CM admissions only "
+        f"({info['codes']['A']} codes; samples {a}). Hospital B: {summary['patients_b']} patients with "
+        f">= 2 ICD-10-CM admissions, ICD-10-CM admissions only ({info['codes']['B']} codes, "
+        f"{info['b_codes_not_in_a']} of them never in A's cohort; samples {b}). No patient is in both.",
+        f"Command: `{summary['command']}` ({summary['total_seconds']:.0f} s on {summary['machine']}). "
+        "Every row is evaluated on B's test split and selected on validation P@10 (A: A's validation; "
+        "every other row: B's). Metrics in %, mean ± half-width of the 95% t-interval over seeds "
+        f"{seeds} (training seed = tokenizer seed). The cohorts and splits are fixed, so the intervals "
+        f"hold the training variation only, not the sampling variation of B's {b['test']} test samples. "
+        "Universal = `shark_hf.UNIVERSAL_TOKENIZER`; cohort-fitted = "
+        f"L={summary['num_levels']}, K={summary['codebook_size']} fitted per seed on A's codes with B's "
+        "unseen codes added by `add_codes` (B from scratch: fitted on B's codes). lr: the learning rate "
+        f"per seed (rows on B alone: chosen from {summary['learning_rates']} on B's validation; A and "
+        "pooled: the `train` default). Heuristics: `shark_hf.baselines` fitted on B's training split.",
     )
+    lines = [MARK_BEGIN, "## Cross-institution transfer (issue 12)", "", text[0], "", text[1], ""]
+    return "\n".join([*lines, table(summary), MARK_END, ""])
 
 
 def main(argv: list[str] | None = None) -> dict:
