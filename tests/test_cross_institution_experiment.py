@@ -82,6 +82,10 @@ def test_cross_institution_experiment(tmp_path):
     assert "Runs whose best epoch is the cap (1): 8 of 8" in section
     assert "- B fine-tuned from A − B from scratch (universal): " in section
     assert "- universal − cohort-fitted, pooled A+B: " in section
+    assert (
+        "- B fine-tuned from A against B from scratch: universal: one seed, no interval, cohort-fitted: one "
+        "seed, no interval." in section
+    )
 
     # Spliced into RESULTS.md: the stale section replaced, the rest kept.
     spliced = results_md.read_text()

@@ -312,9 +312,31 @@ def table(summary: dict) -> str:
         "",
         f"Runs whose best epoch is the cap ({summary['epochs']}): {at_cap} of {len(trained)} "
         "(for B from scratch and fine-tuned, the runs of the chosen learning rate).",
-        f"A's models on A's own test split (ICD-9-CM), P@10: {a_on_a}.",
+        f"A's models on A's own test split (ICD-9-CM), P@10: {a_on_a}. Zero-shot rows show A's learning "
+        "rate and best epochs.",
+        "",
+        "What the intervals of test P@10 say (95% t-interval of the seed-paired difference):",
+        "",
     ]
+    for row in ("finetuned", "pooled", "zeroshot"):
+        verdicts = ", ".join(
+            f"{kind_title}: {verdict(p10[kind, row], p10[kind, 'scratch'])}"
+            for kind, kind_title in TOKENIZERS.items()
+        )
+        lines.append(f"- {ROWS[row]} against B from scratch: {verdicts}.")
+    verdicts = "; ".join(
+        f"{title}: {verdict(p10['universal', row], p10['cohort', row])}" for row, title in ROWS.items()
+    )
+    lines.append(f"- Universal against cohort-fitted tokenizer: {verdicts}.")
     return "\n".join(lines)
+
+
+def verdict(a: list[float], b: list[float]) -> str:
+    """ "higher", "lower" or "no difference shown" for the 95% t-interval of the seed-paired a - b."""
+    mean, half = ci(np.asarray(a) - np.asarray(b))
+    if len(a) < 2:
+        return "one seed, no interval"
+    return "higher" if mean - half > 0 else "lower" if mean + half < 0 else "no difference shown"
 
 
 def section(summary: dict) -> str:
