@@ -26,7 +26,7 @@ cohort-fitted tokenizers; seeds, 95% intervals, the non-learned heuristics), is 
 results are in training/experiments/RESULTS.md, "Cross-institution transfer (issue 12)":
 
     OMP_NUM_THREADS=1 python training/experiments/cross_institution_experiment.py --out /tmp/crossinst \
-        --seeds 0 1 2 --results-md training/experiments/RESULTS.md
+        --seeds 0 1 2 3 4 --results-md training/experiments/RESULTS.md
 """
 
 from __future__ import annotations
