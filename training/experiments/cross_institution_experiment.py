@@ -52,7 +52,9 @@ from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import TrainingArguments, resolve_label_names, train
 from shark_hf.universal import UNIVERSAL_TOKENIZER
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))  # the example's CSV helpers
+# keep_admissions and read_csv come from examples/cross_institution.py; run_experiments and collision_remedy
+# from this folder (on the path when this file runs as a script).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from collision_remedy import write_section  # noqa: E402
 from cross_institution import keep_admissions, read_csv  # noqa: E402
 from run_experiments import HEADLINE, ci, fmt, heuristic_results, paired  # noqa: E402
