@@ -19,6 +19,14 @@ Both cohorts here are the built-in synthetic MIMIC-like ones; with credentialed 
     HF_ENDPOINT=http://127.0.0.1:8080 python examples/cross_institution.py --repo org/shark --work /tmp/x
 
 Everything a run measures is written to `WORK/summary.json` and printed as a table.
+
+Whether sharing helps B, against its controls (B from scratch, A zero-shot, pooled A+B; universal and
+cohort-fitted tokenizers; seeds, 95% intervals, the non-learned heuristics), is measured without a Hub by
+`training/experiments/cross_institution_experiment.py` (it builds both hospitals with `keep_admissions`); its
+results are in training/experiments/RESULTS.md, "Cross-institution transfer (issue 12)":
+
+    OMP_NUM_THREADS=1 python training/experiments/cross_institution_experiment.py --out /tmp/crossinst \
+        --seeds 0 1 2 3 4 --results-md training/experiments/RESULTS.md
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
@@ -82,24 +91,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def keep_icd10_admissions(root: Path) -> tuple[int, int]:
-    """Rewrite a MIMIC-IV `hosp/` folder in place to its ICD-10-CM diagnoses and their admissions.
+def keep_admissions(
+    root: Path, version: str = "10", subjects: Collection[str] | None = None
+) -> tuple[int, int]:
+    """Rewrite a MIMIC-IV `hosp/` folder in place to the diagnoses coded in ICD `version` ("9" or "10"), of
+    `subjects` only when given (subject ids as written), and the admissions that keep a diagnosis.
 
     Returns:
         (diagnosis rows kept, admissions kept).
     """
-    diagnoses = _read_csv(root / "hosp" / "diagnoses_icd.csv")
-    kept = [row for row in diagnoses if row["icd_version"] == "10"]
+    subjects = None if subjects is None else set(subjects)
+    kept = [
+        row
+        for row in read_csv(root / "hosp" / "diagnoses_icd.csv")
+        if row["icd_version"] == version and (subjects is None or row["subject_id"] in subjects)
+    ]
+    if not kept:
+        raise ValueError(f"{root / 'hosp' / 'diagnoses_icd.csv'}: no ICD-{version} diagnosis left to keep")
     admissions_with_codes = {row["hadm_id"] for row in kept}
     admissions = [
-        row for row in _read_csv(root / "hosp" / "admissions.csv") if row["hadm_id"] in admissions_with_codes
+        row for row in read_csv(root / "hosp" / "admissions.csv") if row["hadm_id"] in admissions_with_codes
     ]
     _write_csv(root / "hosp" / "diagnoses_icd.csv", kept)
     _write_csv(root / "hosp" / "admissions.csv", admissions)
     return len(kept), len(admissions)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -167,7 +185,7 @@ def hospital_b(args: argparse.Namespace, release: str) -> dict:
     codebooks = tokenizer.codebook_fingerprint
 
     raw = write_synthetic_cohort(work / "raw", "mimic4", seed=args.seed + 1, num_patients=args.patients_b)
-    kept_rows, kept_admissions = keep_icd10_admissions(raw)
+    kept_rows, kept_admissions = keep_admissions(raw, "10")
     cohort = build_cohort("mimic4", root=raw, seed=args.seed)
     cohort.save_to_disk(work / "mimic4-icd10-synthetic")
     codes = cohort_codes(cohort)

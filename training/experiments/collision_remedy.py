@@ -140,11 +140,13 @@ def section(results: dict[str, list[dict]], seeds: list[int], epochs: int, colli
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Write `text` (which starts with `begin` and ends with `end`) at the end of the markdown file `path`,
+    replacing the section between those markers if there is one; atomically."""
     old = path.read_text() if path.is_file() else ""
-    if MARK_BEGIN in old:
-        before, rest = old.split(MARK_BEGIN, 1)
-        old = before + rest.split(MARK_END, 1)[1].lstrip("\n")
+    if begin in old:
+        before, rest = old.split(begin, 1)
+        old = before + rest.split(end, 1)[1].lstrip("\n")
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(old.rstrip("\n") + "\n\n" + text)
     os.replace(tmp, path)
