@@ -626,7 +626,7 @@ def _final_results(
 def _shrink_context(args: TrainingArguments, accelerator: Accelerator, best, validation) -> dict:
     """`shark_hf.context_shrinkage` on the best model (repeat head, `--context_shrinkage`): the factor
     chosen and each factor's validation P@10 for metrics.json; the scaled model is saved in its place."""
-    if not (best.config.repeat_head and args.context_shrinkage):
+    if not (accelerator.unwrap_model(best).config.repeat_head and args.context_shrinkage):
         return {}
     scale, scores = shrink_context_logits(best, validation, accelerator)
     if accelerator.is_main_process:
