@@ -1,0 +1,186 @@
+"""Federated training on Flower (`shark_hf.federated`): `shark-hf federate` on two small cohorts writes an
+ordinary model folder that `from_pretrained` loads and `shark-hf evaluate` scores; the server's pooled
+metrics are exactly what one evaluation over all the sites' samples gives."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from shark_hf.cards import model_card
+from shark_hf.cli import main
+from shark_hf.data.cohort import build_cohort
+from shark_hf.data.synthetic import write_synthetic_cohort
+from shark_hf.federated import FederatedArguments, pool_metrics
+from shark_hf.modeling_shark import SharkForDiagnosisPrediction
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory) -> list[Path]:
+    """Two hospitals of 60 and 40 patients (different synthetic seeds), as cohort folders."""
+    datasets.disable_progress_bars()
+    root = tmp_path_factory.mktemp("federated")
+    folders = []
+    for seed, (name, patients) in enumerate((("hospital_a", 60), ("hospital_b", 40))):
+        raw = write_synthetic_cohort(root / f"raw_{name}", "mimic3", seed=seed, num_patients=patients)
+        build_cohort("mimic3", root=raw).save_to_disk(root / name)
+        folders.append(root / name)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def federated(sites, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("run") / "model"
+    code, out, err = cli("federate", "--sites", *sites, "--rounds", 2, "--output_dir", output)
+    assert code == 0, err
+    assert out.startswith("Best round ") and str(output) in out
+    return output
+
+
+def test_federate_writes_an_ordinary_model_folder(federated, sites):
+    names = sorted(p.name for p in federated.iterdir())
+    assert names == [
+        "config.json",
+        "configuration_shark.py",
+        "metrics.json",
+        "model.safetensors",
+        "modeling_shark.py",
+        "tokenizer",
+    ]
+    metrics = json.loads((federated / "metrics.json").read_text())
+    cohorts = [datasets.load_from_disk(str(site)) for site in sites]
+    expected_samples = {
+        site.name: {split: len(cohort[split]) for split in ("train", "validation", "test")}
+        for site, cohort in zip(sites, cohorts, strict=True)
+    }
+    assert {name: site["samples"] for name, site in metrics["federated"]["sites"].items()} == expected_samples
+    assert metrics["rounds"] == metrics["federated"]["num_rounds"] == 2
+    assert [record["round"] for record in metrics["history"]] == [1, 2]
+    assert len(metrics["federated"]["seconds_per_round"]) == 2
+    best = max(metrics["history"], key=lambda record: record["validation_P@10"])
+    assert metrics["best_round"] == best["round"] and metrics["best_round_at_cap"] == (best["round"] == 2)
+    assert metrics["validation"]["P@10"] == best["validation_P@10"]  # the best round's model, re-evaluated
+    assert set(metrics["privacy"]["sites"]) == {"hospital_a", "hospital_b"}
+    for site, cohort in zip(sites, cohorts, strict=True):
+        audit = metrics["privacy"]["sites"][site.name]
+        assert (audit["members"], audit["nonmembers"]) == (len(cohort["train"]), len(cohort["test"]))
+        assert 0.0 <= audit["auc_95ci"][0] <= audit["membership_inference_auc"] <= audit["auc_95ci"][1] <= 1.0
+    # Never a row: metrics.json holds counts, metrics and options, no patient id nor visit of any site.
+    patients = {pid for cohort in cohorts for split in cohort.values() for pid in split["patient_id"]}
+    assert not patients & set(strings(metrics))
+
+
+def strings(value):
+    if isinstance(value, dict):
+        yield from (s for item in value.values() for s in strings(item))
+    elif isinstance(value, list):
+        yield from (s for item in value for s in strings(item))
+    elif isinstance(value, str):
+        yield value
+
+
+def test_the_model_loads_and_shark_hf_evaluate_gives_the_pooled_test_metrics(federated, sites, tmp_path):
+    model = SharkForDiagnosisPrediction.from_pretrained(federated)
+    assert model.config.num_labels == 283  # all CCS categories, whatever each site saw
+    metrics = json.loads((federated / "metrics.json").read_text())
+    per_site = {}
+    for site in sites:
+        report = tmp_path / f"{site.name}.json"
+        code, _, err = cli(
+            "evaluate", "--model", federated, "--cohort", site, "--split", "test", "--out", report
+        )
+        assert code == 0, err
+        per_site[site.name] = json.loads(report.read_text())
+        assert per_site[site.name]["P@10"] == pytest.approx(
+            metrics["sites"][site.name]["test"]["P@10"], abs=1e-6
+        )
+    n = {name: report["num_samples"] for name, report in per_site.items()}
+    pooled = sum(report["P@10"] * n[name] for name, report in per_site.items()) / sum(n.values())
+    assert metrics["test"]["P@10"] == pytest.approx(pooled, abs=1e-6)
+    assert metrics["test"]["num_samples"] == sum(n.values())
+
+
+def test_the_card_names_the_sites_their_samples_and_the_rounds(federated):
+    config = json.loads((federated / "config.json").read_text())
+    tokenizer_config = json.loads((federated / "tokenizer" / "tokenizer_config.json").read_text())
+    metrics = json.loads((federated / "metrics.json").read_text())
+    card = str(model_card(config, tokenizer_config, metrics, "org/shark-federated"))
+    sites = metrics["federated"]["sites"]
+    for name, site in sites.items():
+        samples = site["samples"]
+        assert f"| {name} | {samples['train']} | {samples['validation']} | {samples['test']} |" in card
+    assert "Trained across 2 sites with federated learning (Flower, fedavg)" in card
+    assert "2\nrounds of 1 local epoch(s)" in card
+    assert f"| best round | {metrics['best_round']} |" in card
+    assert "At site hospital_a: A per-sample loss-threshold" in card and "At site hospital_b: AUC" in card
+    assert ModelCard(card).data.model_name == "org/shark-federated"
+
+
+def test_pool_metrics_weights_each_metric_by_what_it_averages():
+    a = {"test/P@10": 0.5, "test/Acc@10": 0.25, "test/loss": 0.1}
+    a.update({"test/num_samples": 2, "test/num_excluded_empty": 2, "test/num_targets": 8})
+    b = {"test/P@10": 0.2, "test/Acc@10": 0.5, "test/loss": 0.4}
+    b.update({"test/num_samples": 3, "test/num_excluded_empty": 0, "test/num_targets": 2})
+    pooled = pool_metrics([a, b], "test")
+    assert pooled["P@10"] == pytest.approx((0.5 * 2 + 0.2 * 3) / 5)  # mean over samples with targets
+    assert pooled["Acc@10"] == pytest.approx((2 + 1) / 10)  # hits over target labels
+    assert pooled["loss"] == pytest.approx((0.1 * 4 + 0.4 * 3) / 7)  # mean over every sample
+    assert (pooled["num_samples"], pooled["num_excluded_empty"], pooled["num_targets"]) == (5, 2, 10)
+
+
+def test_run_config_round_trips_and_bad_options_name_the_flag():
+    args = FederatedArguments(output_dir="out", num_rounds=4, strategy="fedprox", dp_clipping_norm=1.5)
+    config = args.to_run_config()
+    assert config["num-rounds"] == 4 and config["dp-clipping-norm"] == 1.5
+    assert FederatedArguments.from_run_config(config) == args
+    with pytest.raises(ValueError, match=r"unknown run config keys \['rounds'\]"):
+        FederatedArguments.from_run_config({"rounds": 3})
+    with pytest.raises(
+        ValueError, match="--strategy must be one of \\('fedavg', 'fedprox'\\), got 'scaffold'"
+    ):
+        FederatedArguments(strategy="scaffold")
+    with pytest.raises(ValueError, match="--label_space must be ccs or ccsr"):
+        FederatedArguments(label_space="code")
+    with pytest.raises(ValueError, match="--dp_noise_multiplier needs --dp_clipping_norm > 0"):
+        FederatedArguments(dp_noise_multiplier=1.0)
+
+
+def test_federate_refuses_a_folder_holding_a_run_and_a_missing_site(federated, sites):
+    code, _, err = cli("federate", "--sites", *sites, "--output_dir", federated)
+    assert code == 1 and err.strip().endswith(
+        f"--output_dir {federated} already holds a model (config.json, metrics.json): pass "
+        "--overwrite_output_dir to replace it"
+    )
+    code, _, err = cli("federate", "--sites", sites[0], sites[0].parent / "nowhere", "--output_dir", "x")
+    assert code == 1 and err.strip().endswith("nowhere: no such cohort folder")
+
+
+def test_fedprox_term_pulls_each_gradient_toward_the_global_weights():
+    from shark_hf.federated import _proximal_hooks
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    hooks = _proximal_hooks(layer, mu=0.5)
+    with torch.no_grad():
+        layer.weight += torch.tensor([[0.2, 0.4]])  # local drift from the global weights
+    layer(torch.tensor([[1.0, 1.0]])).sum().backward()
+    # d/dw [w.x] = x = (1, 1); plus mu (w - w_global) = 0.5 (0.2, 0.4)
+    assert torch.allclose(layer.weight.grad, torch.tensor([[1.1, 1.2]]))
+    for hook in hooks:
+        hook.remove()
+    layer.weight.grad = None
+    layer(torch.tensor([[1.0, 1.0]])).sum().backward()
+    assert torch.equal(layer.weight.grad, torch.tensor([[1.0, 1.0]]))  # removed: the plain gradient
