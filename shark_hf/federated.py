@@ -19,7 +19,7 @@ It writes an ordinary model folder: `config.json`, `model.safetensors`, `tokeniz
 (pooled and per-site metrics, per-site audits, the sites' counts, rounds, seconds per round; never a row).
 
 Entry points: `server_app` and `client_app` (a Flower app: `flwr run` with a SuperLink and one SuperNode
-per hospital, `--node-config "cohort='/data/cohort'"`; see `examples/flower_app/`), and `simulate` (the
+per hospital, `--node-config "cohort='/data/cohort'"`; see `examples/shark-federated/`), and `simulate` (the
 same apps in one process, over `LocalGrid`; `shark-hf federate`). Options travel as the Flower run config
 (`FederatedArguments.to_run_config`). Optional privacy: client-side update clipping with Gaussian noise
 added by the server (Flower's `DifferentialPrivacyClientSideFixedClipping` and `fixedclipping_mod`).

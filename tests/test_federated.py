@@ -5,6 +5,12 @@ metrics are exactly what one evaluation over all the sites' samples gives."""
 import contextlib
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -184,3 +190,99 @@ def test_fedprox_term_pulls_each_gradient_toward_the_global_weights():
     layer.weight.grad = None
     layer(torch.tensor([[1.0, 1.0]])).sum().backward()
     assert torch.equal(layer.weight.grad, torch.tensor([[1.0, 1.0]]))  # removed: the plain gradient
+
+
+# ------------------------------------------------------------------------------------- real deployment
+
+APP = Path(__file__).resolve().parents[1] / "examples" / "shark-federated"
+BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr, flwr-clientapp, ...
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds} s: {log.read_text()[-3000:]}")
+
+
+def start(command: list, home: Path, log: Path) -> subprocess.Popen:
+    """A Flower process in its own session (its children, the apps it spawns, in its process group),
+    with its own FLWR_HOME, no telemetry, its output in `log`."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home)}
+    env.update(FLWR_TELEMETRY_ENABLED="0", OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [str(c) for c in command], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (by the leader's pid), then SIGKILL what is left after 15 s."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def test_superlink_and_two_supernodes_run_two_rounds_with_flwr_run(sites, federated, tmp_path):
+    """A SuperLink and one SuperNode per hospital as separate processes on 127.0.0.1 (insecure mode), the
+    run started with Flower's own CLI: the model equals the one-machine run's, bit for bit."""
+    link_port = free_port()
+    output = tmp_path / "model"
+    processes = []
+    try:
+        link_log = tmp_path / "superlink.log"
+        link = ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", link_port]
+        processes.append(
+            start(
+                [BIN / link[0], *link[1:], "--disable-runtime-dependency-installation"],
+                tmp_path / "link",
+                link_log,
+            )
+        )
+        wait_for_port(link_port, processes[0], link_log)
+        for site in sites:
+            node = [BIN / "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}"]
+            node += ["--host", "127.0.0.1", "--port", free_port()]
+            node += ["--node-config", f"cohort='{site}' name='{site.name}'"]
+            processes.append(start(node, tmp_path / site.name, tmp_path / f"{site.name}.log"))
+        user = tmp_path / "user"
+        user.mkdir()
+        (user / "config.toml").write_text(
+            f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link_port}"\n'
+            "insecure = true\n"
+        )
+        run_config = f"num-rounds=2 output-dir='{output}'"
+        command = [BIN / "flwr", "run", APP, "local", "--stream", "--run-config", run_config]
+        env = {**os.environ, "FLWR_HOME": str(user), "FLWR_TELEMETRY_ENABLED": "0"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)
+        logs = "\n".join(f"{p.name}: {p.read_text()[-2000:]}" for p in tmp_path.glob("*.log"))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + logs
+        assert (output / "metrics.json").is_file(), result.stdout[-3000:] + logs
+    finally:
+        stop(processes)
+    assert all(process.poll() is not None for process in processes)
+    deployed = json.loads((output / "metrics.json").read_text())
+    simulated = json.loads((federated / "metrics.json").read_text())
+    assert deployed["rounds"] == 2 and [r["round"] for r in deployed["history"]] == [1, 2]
+    assert deployed["federated"]["sites"] == simulated["federated"]["sites"]
+    assert deployed["test"] == simulated["test"] and deployed["best_round"] == simulated["best_round"]
+    assert (output / "model.safetensors").read_bytes() == (federated / "model.safetensors").read_bytes()
