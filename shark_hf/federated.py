@@ -211,8 +211,20 @@ def _model_from(message: Message, site: Site) -> SharkForDiagnosisPrediction:
     config = SharkConfig.from_dict(json.loads(message.content["config"]["model-config"]))
     model = SharkForDiagnosisPrediction(config)
     model.check_tokenizer(site.tokenizer)
-    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
+    load_arrays(model, message.content["arrays"])
     return model
+
+
+def to_arrays(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    """The weights as Flower arrays; a 0-d tensor travels as shape `[1]`, because Flower's update clipping
+    (`flwr.supercore.differential_privacy.compute_clip_model_update`) leaves 0-d arrays unclipped."""
+    return ArrayRecord({name: t.reshape(1) if t.dim() == 0 else t for name, t in state.items()})
+
+
+def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
+    """Load `to_arrays` weights into `model` (shapes restored)."""
+    shapes = {name: t.shape for name, t in model.state_dict().items()}
+    model.load_state_dict({name: t.reshape(shapes[name]) for name, t in arrays.to_torch_state_dict().items()})
 
 
 def _accelerator(seed: int) -> Accelerator:
@@ -286,7 +298,7 @@ def train_site(message: Message, context: Context) -> Message:
         hook.remove()
     weights = accelerator.unwrap_model(model).state_dict()
     metrics = MetricRecord({"num-examples": len(site.cohort["train"]), "train_loss": losses[-1]})
-    content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
+    content = RecordDict({"arrays": to_arrays(weights), "metrics": metrics})
     return Message(content, reply_to=message)
 
 
@@ -437,7 +449,7 @@ def federate(grid: Grid, args: FederatedArguments) -> dict:
     start = time.perf_counter()
     result = strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=to_arrays(model.state_dict()),
         num_rounds=args.num_rounds,
         timeout=args.round_timeout,
         train_config=model_config,
@@ -446,7 +458,7 @@ def federate(grid: Grid, args: FederatedArguments) -> dict:
     )
     history = _history(result, rounds, args.num_rounds)
     best = max(history, key=lambda record: record[f"validation_{SELECTION_METRIC}"])["round"]
-    model.load_state_dict(rounds.arrays[best].to_torch_state_dict())
+    load_arrays(model, rounds.arrays[best])
     final = _final_evaluation(grid, nodes, rounds.arrays[best], model_config, args.round_timeout)
     results = _results(args, sites, history, best, final, time.perf_counter() - start)
     write_model_folder(Path(args.output_dir), model, tokenizer, results)

@@ -3,8 +3,10 @@ ordinary model folder that `from_pretrained` loads and `shark-hf evaluate` score
 metrics are exactly what one evaluation over all the sites' samples gives."""
 
 import contextlib
+import dataclasses
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -16,14 +18,18 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from accelerate.utils import set_seed
 from huggingface_hub import ModelCard
 
 from shark_hf.cards import model_card
 from shark_hf.cli import main
+from shark_hf.codes import label_names as code_label_names
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
-from shark_hf.federated import FederatedArguments, pool_metrics
+from shark_hf.federated import FederatedArguments, pool_metrics, simulate
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
+from shark_hf.tokenization_shark import SharkTokenizer
+from shark_hf.training import build_model, frequency_bias, init_head_bias, label_counts
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -132,6 +138,39 @@ def test_the_card_names_the_sites_their_samples_and_the_rounds(federated):
     assert f"| best round | {metrics['best_round']} |" in card
     assert "At site hospital_a: A per-sample loss-threshold" in card and "At site hospital_b: AUC" in card
     assert ModelCard(card).data.model_name == "org/shark-federated"
+
+
+def initial_model(sites, args: FederatedArguments) -> SharkForDiagnosisPrediction:
+    """The model the server starts from, rebuilt here: `build_model` after `set_seed(seed)`, the head's
+    bias at the log-odds of the label frequencies of all the sites' training samples together."""
+    set_seed(args.seed)
+    training = args.training_arguments()
+    labels = code_label_names(args.label_space)
+    model, _ = build_model(training, SharkTokenizer.from_pretrained(training.tokenizer), labels)
+    trains = [datasets.load_from_disk(str(site))["train"] for site in sites]
+    counts = sum(label_counts(train, labels) for train in trains)
+    init_head_bias(model, frequency_bias(counts, sum(len(train) for train in trains)))
+    return model
+
+
+def distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """L2 norm of the difference of all the weights (what Flower's fixed clipping bounds)."""
+    return math.sqrt(sum(((a.state_dict()[k] - v) ** 2).sum().item() for k, v in b.state_dict().items()))
+
+
+def test_client_side_clipping_bounds_the_aggregated_update(sites, federated, tmp_path):
+    args = FederatedArguments(output_dir=str(tmp_path / "dp"), num_rounds=1, dp_clipping_norm=1e-3)
+    metrics = simulate(sites, args)
+    assert metrics["federated"]["differential_privacy"] == {
+        "mechanism": "client-side fixed clipping, Gaussian noise at the server (flwr)",
+        "clipping_norm": 1e-3,
+        "noise_multiplier": 0.0,
+    }
+    start = initial_model(sites, dataclasses.replace(args, min_sites=2))
+    # Every site's update is clipped to L2 norm 1e-3, so their weighted mean moves the model by at most that.
+    moved = distance(SharkForDiagnosisPrediction.from_pretrained(tmp_path / "dp"), start)
+    assert 0 < moved <= 1e-3 * (1 + 1e-4)
+    assert distance(SharkForDiagnosisPrediction.from_pretrained(federated), start) > 0.1  # unclipped: far
 
 
 def test_pool_metrics_weights_each_metric_by_what_it_averages():

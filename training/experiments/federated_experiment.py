@@ -1,7 +1,8 @@
 """Federated training across three hospitals against each hospital alone and all data pooled (issue 13).
 
     python training/experiments/federated_experiment.py --work /tmp/fed --out /tmp/fed/FEDERATED.md
-    python training/experiments/federated_experiment.py --num-patients 6000 --seeds 0 1 2 --rounds 30 --dp
+    python training/experiments/federated_experiment.py --num-patients 6000 --seeds 0 1 2 --rounds 20
+    python training/experiments/federated_experiment.py --seeds 0 --rows dp --dp-clipping-norm 5
 
 The built-in MIMIC-IV-scale synthetic cohort (`--num-patients` patients, seed 0; its 7:1:2 patient split)
 is divided by patient into three hospitals of unequal size: C holds every patient coded in ICD-10 only
@@ -11,7 +12,7 @@ so the three hospitals' test splits together are the pooled test split, on which
 Rows (universal tokenizer, CCS labels, `shark_hf.training` defaults: lr 1e-2, batch 64, hidden 16):
 - each hospital alone: `train` on its cohort (best epoch on its own validation P@10, patience 5);
 - FedAvg and FedProx (mu `--proximal-mu`): `shark_hf.federated.simulate`, one local epoch per round,
-  `--rounds` rounds, best round on pooled validation P@10; with `--dp` also FedAvg with client-side
+  `--rounds` rounds, best round on pooled validation P@10; `--rows dp`: FedAvg with client-side
   fixed clipping and server noise (`--dp-clipping-norm`, `--dp-noise-multiplier`);
 - pooled: `train` on the whole cohort (the upper reference).
 Mean and 95% t-interval over seeds; the paired difference of FedAvg against pooled and against the best
@@ -46,6 +47,8 @@ from shark_hf.universal import UNIVERSAL_TOKENIZER
 
 HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 HOSPITALS = ("A", "B", "C")
+ROWS = ("alone", "fedavg", "fedprox", "dp", "pooled")
+POOLED = "Pooled (all data in one place)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,7 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="Epoch cap of the single-site runs.")
     parser.add_argument("--rounds", type=int, default=30, help="Round cap of the federated runs.")
     parser.add_argument("--proximal-mu", type=float, default=0.01)
-    parser.add_argument("--dp", action="store_true", help="Add a FedAvg + differential privacy row.")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=ROWS,
+        default=["alone", "fedavg", "fedprox", "pooled"],
+        help="Which rows to run (dp: FedAvg with client-side clipping and server noise).",
+    )
     parser.add_argument("--dp-clipping-norm", type=float, default=5.0)
     parser.add_argument("--dp-noise-multiplier", type=float, default=0.01)
     args = parser.parse_args(argv)
@@ -72,15 +81,16 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = SharkTokenizer.from_pretrained(UNIVERSAL_TOKENIZER)
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
-        for hospital, site in zip(HOSPITALS, sites, strict=True):
+        for hospital, site in zip(HOSPITALS, sites, strict=True) if "alone" in args.rows else ():
             run = single_site(site, args.work / "runs" / f"alone_{hospital}_seed{seed}", seed, args.epochs)
             run["test"] = evaluate_model(run.pop("model"), tokenizer, cohort["test"])  # the pooled test
             rows.setdefault(f"Hospital {hospital} alone", []).append(run)
-        federated = {
-            "FedAvg": {"strategy": "fedavg"},
-            f"FedProx (mu {args.proximal_mu})": {"strategy": "fedprox"},
-        }
-        if args.dp:
+        federated = {}
+        if "fedavg" in args.rows:
+            federated["FedAvg"] = {"strategy": "fedavg"}
+        if "fedprox" in args.rows:
+            federated[f"FedProx (mu {args.proximal_mu})"] = {"strategy": "fedprox"}
+        if "dp" in args.rows:
             name = f"FedAvg + DP (clip {args.dp_clipping_norm}, noise x{args.dp_noise_multiplier})"
             federated[name] = {
                 "strategy": "fedavg",
@@ -114,9 +124,10 @@ def main(argv: list[str] | None = None) -> None:
                     },
                 }
             )
-        run = single_site(pooled, args.work / "runs" / f"pooled_seed{seed}", seed, args.epochs)
-        run.pop("model")
-        rows.setdefault("Pooled (all data in one place)", []).append(run)
+        if "pooled" in args.rows:
+            run = single_site(pooled, args.work / "runs" / f"pooled_seed{seed}", seed, args.epochs)
+            run.pop("model")
+            rows.setdefault(POOLED, []).append(run)
     summary = {
         "source": f"built-in synthetic mimic4 cohort (seed 0, {args.num_patients} patients)",
         "sites": site_sizes(sites),
@@ -241,7 +252,9 @@ def results_markdown(summary: dict, argv: list[str] | None) -> str:
         seconds = fmt([r["seconds_per_step"] for r in runs], scale=1.0, digits=1)
         audit = fmt([np.mean(list(r["audit"].values())) for r in runs], scale=1.0, digits=3)
         lines.append(f"| {name} | {metrics} | {best} | {seconds} | {audit} |")
-    pooled = [r["test"]["P@10"] for r in rows["Pooled (all data in one place)"]]
+    if POOLED not in rows or not any(name.endswith("alone") for name in rows):
+        return "\n".join(lines) + "\n"
+    pooled = [r["test"]["P@10"] for r in rows[POOLED]]
     alone = {name: [r["test"]["P@10"] for r in runs] for name, runs in rows.items() if name.endswith("alone")}
     best_alone = max(alone, key=lambda name: np.mean(alone[name]))
     lines += ["", "Paired differences in test P@10 (points; 95% t-interval; paired t-test over seeds):", ""]
