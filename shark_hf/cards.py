@@ -168,7 +168,11 @@ def model_card(
             for key in ("embed_dim", "hidden_size", "composition", "dropout", "code_representation")
         }
     )
-    hyperparameters["best epoch"] = metrics.get("best_epoch", "n/a")
+    if "federated" in metrics:
+        hyperparameters["rounds"] = metrics["rounds"]
+        hyperparameters["best round"] = metrics["best_round"]
+    else:
+        hyperparameters["best epoch"] = metrics.get("best_epoch", "n/a")
     if "context_logit_scale" in metrics:
         hyperparameters["context logit scale (chosen on validation)"] = metrics["context_logit_scale"]
     privacy = metrics.get("privacy", {})
@@ -195,6 +199,7 @@ def model_card(
         best_baseline=metrics.get("best_baseline"),
         lift=_lift_text(metrics.get("lift_over_best_baseline", {})),
         privacy_audit=_privacy_text(privacy),
+        federation=metrics.get("federated"),
         hyperparameters=hyperparameters,
         license_note=_license_note(license, gated),
     )
@@ -209,6 +214,14 @@ def _metrics_note(metrics: dict[str, Any], evaluated: bool) -> str:
     """What the results table shows, and a warning when the best epoch was the last allowed one."""
     if not evaluated:
         return "This model has not been evaluated: no metrics.json was found next to it."
+    if "federated" in metrics:
+        note = "Metrics of the best round (selected on pooled validation P@10), pooled over the sites."
+        if metrics.get("best_round_at_cap"):
+            note += (
+                f" **Warning: the best round ({metrics['best_round']}) was the last one: training had not "
+                "converged, and these figures may understate the model.**"
+            )
+        return note
     note = "Metrics of the best epoch (selected on validation P@10)."
     if metrics.get("best_epoch_at_cap"):
         note += (
@@ -295,6 +308,16 @@ def _task_text(task: dict[str, Any] | None, label_space_name: str, max_visits: i
 
 def _privacy_text(privacy: dict[str, Any]) -> str:
     """The card's account of the membership-inference audit (`shark_hf.privacy`)."""
+    if "sites" in privacy:  # a federated model: each site audited it on its own patients
+        return " ".join(
+            f"At site {name}: {_privacy_text(audit)}"
+            if i == 0
+            else f"At site {name}: AUC "
+            f"{audit['membership_inference_auc']:.3f} (95% CI {audit['auc_95ci'][0]:.3f} to "
+            f"{audit['auc_95ci'][1]:.3f}; {audit['members']} training against {audit['nonmembers']} test "
+            "samples)."
+            for i, (name, audit) in enumerate(privacy["sites"].items())
+        )
     auc = privacy.get("membership_inference_auc")
     if auc is None:
         return "No membership-inference audit was run for this model."

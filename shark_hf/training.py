@@ -272,14 +272,23 @@ def label_frequency_bias(split: Dataset, label_names: dict[str, str]) -> torch.T
     p_c = (n_c + 0.5) / (N + 1) for a label present in n_c of N samples, so a label never seen gets a finite
     bias (about -log(2N)) and one always present a finite positive bias.
     """
+    return frequency_bias(label_counts(split, label_names), len(split))
+
+
+def label_counts(split: Dataset, label_names: dict[str, str]) -> torch.Tensor:
+    """`[C]` float64: in how many samples of `split` each label of `label_names` is present."""
     column = {label: i for i, label in enumerate(label_names)}
     counts = torch.zeros(len(column), dtype=torch.float64)
     for label, count in Counter(label for labels in split["labels"] for label in set(labels)).items():
         if label not in column:
             raise ValueError(f"training label {label!r} is not in the label space ({len(column)} labels)")
         counts[column[label]] = count
-    p = (counts + 0.5) / (len(split) + 1)
-    return torch.logit(p).float()
+    return counts
+
+
+def frequency_bias(counts: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """`[C]` float32 log-odds of (counts + 0.5) / (num_samples + 1) (`label_frequency_bias`)."""
+    return torch.logit((counts + 0.5) / (num_samples + 1)).float()
 
 
 def init_head_bias(model: SharkForDiagnosisPrediction, bias: torch.Tensor) -> None:
@@ -351,17 +360,17 @@ def _train(args: TrainingArguments, accelerator: Accelerator) -> dict:
     collator = VisitCollator.for_model(
         tokenizer, model.config, max_visits=args.max_visits, unknown=args.unknown
     )
-    loaders = _make_loaders(args, cohort, collator)
+    loaders = make_loaders(args, cohort, collator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared, strict=True))
-    scheduler = accelerator.prepare(_make_scheduler(args, accelerator, optimizer, len(loaders["train"])))
+    scheduler = accelerator.prepare(make_scheduler(args, accelerator, optimizer, len(loaders["train"])))
     _start_run(args, accelerator, cohort, model, tokenizer)
 
     state = _resume(args, accelerator) if args.resume_from_checkpoint else TrainerState()
     start = time.perf_counter()
     while state.epoch < args.num_epochs and state.epochs_without_improvement < args.patience:
-        train_loss = _train_epoch(args, accelerator, model, optimizer, scheduler, loaders["train"], state)
+        train_loss = train_epoch(args, accelerator, model, optimizer, scheduler, loaders["train"], state)
         validation = evaluate_split(model, loaders["validation"], accelerator)
         _end_epoch(args, accelerator, model, state, train_loss, validation)
     train_seconds = time.perf_counter() - start
@@ -377,7 +386,7 @@ def _train(args: TrainingArguments, accelerator: Accelerator) -> dict:
     return results
 
 
-def _make_loaders(
+def make_loaders(
     args: TrainingArguments, cohort: DatasetDict, collator: VisitCollator
 ) -> dict[str, DataLoader]:
     """Shuffled `train` batches, and in-order `validation`, `test` and `members` (the training split,
@@ -396,7 +405,7 @@ def _make_loaders(
     }
 
 
-def _make_scheduler(args: TrainingArguments, accelerator: Accelerator, optimizer, batches_per_epoch: int):
+def make_scheduler(args: TrainingArguments, accelerator: Accelerator, optimizer, batches_per_epoch: int):
     """`transformers.get_scheduler` over the `--num_epochs` optimizer steps of `batches_per_epoch` (this
     process's), times the number of processes: a prepared scheduler steps once per process per step."""
     from transformers import get_scheduler
@@ -466,7 +475,7 @@ def _clear_previous_run(output_dir: Path) -> None:
     atomic_write_text(output_dir / "log.jsonl", "")
 
 
-def _train_epoch(
+def train_epoch(
     args: TrainingArguments,
     accelerator: Accelerator,
     model,

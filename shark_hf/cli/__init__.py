@@ -9,7 +9,7 @@ training in this process (as `python training/train.py` does) and hands over to 
 imported inside the commands: the CLI adds nothing to the import of the `shark_hf` package itself.
 
 One module per command group: `data` (build-dataset, embed), `tokenizer` (fit-tokenizer, inspect-tokenizer),
-`model` (train, evaluate, predict), `app`, `hub` (push), `demo`; `common` holds what they share.
+`model` (train, evaluate, predict), `federate`, `app`, `hub` (push), `demo`; `common` holds what they share.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import app, data, demo, hub, model, tokenizer
+from . import app, data, demo, federate, hub, model, tokenizer
 from .common import USER_ERRORS, Command, UserError, examples_epilog
 
 # Help order: the pipeline's order, from codes to a published model.
@@ -30,16 +30,18 @@ ORDER = (
     "train",
     "evaluate",
     "predict",
+    "federate",
     "app",
     "inspect-tokenizer",
     "push",
     "demo",
 )
 _GROUPS = {
-    **app.COMMANDS,
     **data.COMMANDS,
     **tokenizer.COMMANDS,
     **model.COMMANDS,
+    **federate.COMMANDS,
+    **app.COMMANDS,
     **hub.COMMANDS,
     **demo.COMMANDS,
 }
