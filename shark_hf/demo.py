@@ -179,7 +179,7 @@ def _print_summary(out: Path, results: dict[str, dict], elapsed: float) -> None:
         ("random_id/", "the random-ID baseline model"),
         ("metrics.md", "the two rows side by side"),
         ("training_curves.png", "loss and validation P@10 per epoch"),
-        ("code_map.png", "codes coloured by first-level semantic ID, ICD chapters as markers"),
+        ("code_map.png", "the codes by ICD chapter, the largest level-1 clusters numbered and named"),
         ("visit_attention.png", "attention over the visits of one test patient"),
         ("tokenizer_report.txt", "clusters, purity, cross-chapter ID sharing (paper Tables 4-5)"),
     ):
