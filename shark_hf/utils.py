@@ -26,7 +26,8 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     """Call `write(tmp)` on a fresh hidden path in `path`'s folder, then move it over `path` in one step.
 
     Readers never see a partial file; on any failure the temporary file is removed and `path` is unchanged.
-    The folder is created if missing.
+    The folder is created if missing. The file gets the mode of any new file (0o666 less the umask), also
+    where `write` creates it private (safetensors' `save_file` writes 0o600): a shared folder stays readable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,10 +35,18 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         write(str(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

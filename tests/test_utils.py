@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,20 @@ def test_failed_atomic_write_keeps_the_old_file_and_removes_the_temporary_one(tm
         atomic_write(path, half_written)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_gives_the_mode_of_a_new_file_even_when_the_writer_makes_it_private(tmp_path, umask):
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "tensors.safetensors"
+        atomic_write(path, lambda tmp: save_file({"a": torch.zeros(2)}, tmp))  # safetensors writes 0o600
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_preview_shows_at_most_limit_items_then_the_count():
