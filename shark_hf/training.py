@@ -463,9 +463,9 @@ def _start_run(
 
 
 def _clear_previous_run(output_dir: Path) -> None:
-    """Delete what an earlier run left in `output_dir` (only there with --overwrite_output_dir) and start an
-    empty log.jsonl."""
-    for name in (*RUN_MARKERS, "model.safetensors", "training_curves.png"):
+    """Delete what an earlier run left in `output_dir` (only there with --overwrite_output_dir: its model,
+    curves and model card, which would describe the old run) and start an empty log.jsonl."""
+    for name in (*RUN_MARKERS, "model.safetensors", "training_curves.png", "README.md"):
         path = output_dir / name
         if path.is_dir():
             logger.warning("--overwrite_output_dir: deleting the previous run's %s", path)

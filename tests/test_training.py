@@ -556,13 +556,15 @@ def test_used_output_folder_is_refused(ws, reference, tmp_path):
 
 
 def test_overwrite_output_dir_starts_afresh(ws, reference, tmp_path):
-    """The previous run's log is truncated, its checkpoints and metrics deleted."""
+    """The previous run's log is truncated, its checkpoints, metrics and model card deleted."""
     out = tmp_path / "overwritten"
     shutil.copytree(reference.dir, out)
     (out / "log.jsonl").write_text('{"epoch": 99}\n')
+    (out / "README.md").write_text("the card of the previous run\n")
     main(flags(ws, out, "--num_epochs", "1", "--overwrite_output_dir"))
     assert [r["epoch"] for r in read_log(out)] == [1]
     assert not (out / "checkpoints").exists()
+    assert not (out / "README.md").exists()
     assert read_json(out / "metrics.json")["epochs"] == 1
     assert not (out / ".shark-train.lock").exists()
 
