@@ -20,6 +20,7 @@ from datasets import load_from_disk
 
 from shark_hf.cli import COMMANDS, MAX_MESSAGE, UserError, _one_line, main
 from shark_hf.codes import cohort_codes, label_names
+from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import load_embeddings
 from shark_hf.tokenization_shark import SharkTokenizer
 
@@ -182,6 +183,18 @@ def test_build_dataset_replaces_a_cohort_but_never_another_folder(work, raw):
     code, _, err = cli(f"build-dataset mimic3 --root {raw[0]} --out {raw[0]}")
     assert code == 1 and f"{raw[0]} exists and is not a cohort folder" in err
     assert (raw[0] / "ADMISSIONS.csv").is_file()
+
+
+def test_build_dataset_refuses_an_empty_split_and_writes_nothing(work):
+    raw = write_synthetic_cohort(work / "four_patients", "mimic3", num_patients=4)
+    code, _, err = cli(f"build-dataset mimic3 --root {raw} --out {work}/tiny_cohort")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"shark-hf build-dataset: error: {raw}: the validation split(s) would be empty (samples: train 2, "
+        "validation 0, test 2); patients are split 7:1:2, so the data needs more patients with --min-visits "
+        "visits"
+    )
+    assert not (work / "tiny_cohort").exists()
 
 
 # ---------------------------------------------------------------------------------- embed, fit, inspect

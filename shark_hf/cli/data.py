@@ -124,6 +124,7 @@ def _build_dataset(args: argparse.Namespace) -> None:
         return_report=True,
         **table_options,
     )
+    _check_no_empty_split(cohort, args.root)
     _save_cohort(cohort, args.out)
     print(report)
     print(f"-> {args.out}")
@@ -149,6 +150,18 @@ def _check_cohort_out(out: Path) -> None:
         raise UserError(f"{out} exists and is not a cohort folder; choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
+
+
+def _check_no_empty_split(cohort, root: Path) -> None:
+    """Refuse a cohort with an empty split before anything is written: training needs samples in every
+    split (and `datasets` cannot load an empty split back from disk)."""
+    empty = [name for name, split in cohort.items() if len(split) == 0]
+    if empty:
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in cohort.items())
+        raise UserError(
+            f"{root}: the {' and '.join(empty)} split(s) would be empty (samples: {sizes}); patients are "
+            "split 7:1:2, so the data needs more patients with --min-visits visits"
+        )
 
 
 def _save_cohort(cohort, out: Path) -> None:
