@@ -33,7 +33,12 @@ def _federate_args(p: argparse.ArgumentParser) -> None:
         default="universal",
         help="Tokenizer folder or repo id shared by every site (default: the universal tokenizer).",
     )
-    p.add_argument("--rounds", type=positive, default=3, help="Federated rounds (default: 3).")
+    p.add_argument(
+        "--rounds",
+        type=positive,
+        default=20,
+        help="Federated rounds; the best one on pooled validation P@10 is kept (default: 20).",
+    )
     p.add_argument(
         "--output_dir",
         "--output-dir",
