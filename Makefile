@@ -21,7 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/shark-hf demo --out demo_output
 
+# The web app's browser test drives Debian's Chromium (never skipped): installed here when missing (as root).
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check .
 

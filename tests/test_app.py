@@ -1,6 +1,6 @@
 """The web app (`shark_hf.app`): reading the visits text, the outputs, the `/predict` API through
 `gradio_client`, `shark-hf app`, and the page in a real headless Chromium (Playwright driving Debian's
-`chromium`; `.ci/run` installs it, and this test is never skipped)."""
+`chromium`; `make test` installs it, and this test is never skipped)."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def test_page_in_chromium_predicts_shows_attention_and_errors(served, app, tmp_p
     types a malformed code and reads the one error message; the page's screenshot is saved in tmp_path."""
     from playwright.sync_api import expect, sync_playwright
 
-    assert Path(CHROMIUM).is_file(), "chromium is missing: apt-get install -y chromium (.ci/run does)"
+    assert Path(CHROMIUM).is_file(), "chromium is missing: apt-get install -y chromium (make test does)"
     expected = app.predict(PATIENT, 5)
     top = expected["labels"][0]
     with sync_playwright() as playwright:
