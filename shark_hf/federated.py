@@ -286,8 +286,9 @@ def train_site(message: Message, context: Context) -> Message:
     hooks = _proximal_hooks(model, float(message.content["config"].get("proximal-mu", 0.0)))
     state = TrainerState(epoch=(server_round - 1) * args.num_epochs)  # a new shuffling order each epoch
     losses = []
-    for _ in range(args.num_epochs):
-        losses.append(train_epoch(args, accelerator, model, optimizer, scheduler, loader, state))
+    for epoch in range(args.num_epochs):
+        desc = f"{site.name}: round {server_round}, local epoch {epoch + 1}/{args.num_epochs}"
+        losses.append(train_epoch(args, accelerator, model, optimizer, scheduler, loader, state, desc))
         state.epoch, state.step_in_epoch, state.epoch_samples, state.epoch_loss_sum = (
             state.epoch + 1,
             0,

@@ -483,8 +483,10 @@ def train_epoch(
     scheduler,
     train_loader,
     state: TrainerState,
+    desc: str | None = None,
 ) -> float:
-    """One pass over the training split, from batch `state.step_in_epoch` on (a resumed epoch).
+    """One pass over the training split, from batch `state.step_in_epoch` on (a resumed epoch); `desc`
+    labels the progress bar (default: "epoch i/--num_epochs").
 
     Returns:
         The epoch's mean training BCE in nats per label (as the validation loss), over all processes.
@@ -493,7 +495,7 @@ def train_epoch(
     train_loader.set_epoch(state.epoch)
     progress = tqdm(
         accelerator.skip_first_batches(train_loader, state.step_in_epoch),
-        desc=f"epoch {state.epoch + 1}/{args.num_epochs}",
+        desc=desc or f"epoch {state.epoch + 1}/{args.num_epochs}",
         initial=state.step_in_epoch,
         total=len(train_loader),
         disable=not accelerator.is_local_main_process,
