@@ -34,7 +34,7 @@ import datasets
 import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
-from scipy import stats
+from run_experiments import HEADLINE, fmt, paired, slug  # this folder: the shared statistics
 
 from shark_hf.data.cohort import build_cohort
 from shark_hf.data.synthetic import write_synthetic_cohort
@@ -45,7 +45,6 @@ from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import TrainingArguments, train
 from shark_hf.universal import UNIVERSAL_TOKENIZER
 
-HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 HOSPITALS = ("A", "B", "C")
 ROWS = ("alone", "fedavg", "fedprox", "dp", "pooled")
 POOLED = "Pooled (all data in one place)"
@@ -205,29 +204,6 @@ def single_site(cohort: Path, output: Path, seed: int, epochs: int) -> dict:
     }
 
 
-def ci(values) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 for one value)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    return float(values.mean()), float(
-        stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    )
-
-
-def fmt(values, scale: float = 100.0, digits: int = 2) -> str:
-    mean, half = ci(np.asarray(values, dtype=np.float64) * scale)
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
-def paired(a: list[float], b: list[float]) -> str:
-    """Mean difference a - b in points, its 95% t-interval and the paired t-test p-value."""
-    diff = 100 * (np.asarray(a) - np.asarray(b))
-    mean, half = ci(diff)
-    p = stats.ttest_1samp(diff, 0.0).pvalue if len(diff) > 1 else float("nan")
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], p = {p:.2g}"
-
-
 def results_markdown(summary: dict, argv: list[str] | None) -> str:
     rows, seeds = summary["rows"], len(summary["seeds"])
     sizes = ", ".join(
@@ -277,10 +253,6 @@ def results_markdown(summary: dict, argv: list[str] | None) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ from shark_hf.data.collator import VisitCollator
 from shark_hf.data.synthetic import write_synthetic_cohort
 from shark_hf.embeddings import embed_codes
 from shark_hf.evaluation import REPORT_KS, make_dataloader, predict_scores
+from shark_hf.metrics import HEADLINE_METRICS as HEADLINE
 from shark_hf.metrics import compute_metrics
 from shark_hf.modeling_shark import SharkForDiagnosisPrediction
 from shark_hf.tokenization_shark import SharkTokenizer
 from shark_hf.training import TrainingArguments, resolve_label_names, train
 
-HEADLINE = ("P@10", "P@20", "Acc@10", "Acc@20")
 SLICES = ("rare", "medium", "frequent")
 MODELS = {  # name: (tokenizer kind, repeat head)
     "SHARK default (SID + repeat head)": ("semantic", True),
@@ -227,9 +227,10 @@ def ci(values) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def fmt(values, scale: float = 100.0) -> str:
-    mean, half = ci(np.asarray(values) * scale)
-    return f"{mean:.2f} ± {half:.2f}"
+def fmt(values, scale: float = 100.0, digits: int = 2) -> str:
+    """`mean ± half-width` of the 95% t-interval of `values x scale`."""
+    mean, half = ci(np.asarray(values, dtype=np.float64) * scale)
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def paired(a: list[float], b: list[float]) -> str:
